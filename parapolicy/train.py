@@ -106,8 +106,9 @@ def lr_lambda(warmup: int, total: int):
 def policy_config(cfg: TrainConfig, obs_dim: int, action_dim: int) -> dict:
     return {
         "policy_type": "diffusion_unet_lowdim",
-        "obs_key": "obs",
-        "obs_dim": obs_dim,
+        "obs_keys": ["obs"],
+        "obs_dims": {"obs": obs_dim},
+        "action_start": cfg.n_obs_steps - 1,
         "action_dim": action_dim,
         "horizon": cfg.horizon,
         "n_obs_steps": cfg.n_obs_steps,

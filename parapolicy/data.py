@@ -95,7 +95,7 @@ class ReplayBuffer:
             ends = np.asarray(root["meta"]["episode_ends"][:])
             group = root["data"]
         except KeyError as e:
-            raise ValueError(f"{path} is not a replay buffer: missing {e} (need data/* and meta/episode_ends)")
+            raise ValueError(f"{path} is not a replay buffer: missing {e} (need data/* and meta/episode_ends)") from e
         names = keys if keys is not None else sorted(group.array_keys())
         missing = [k for k in names if k not in group]
         if missing:

@@ -27,8 +27,14 @@ import numpy as np
 import torch
 
 from parapolicy.checkpoint import save_policy_dir
-from parapolicy.data import (ReplayBuffer, find_pusht_zarr, pusht_keypoint_obs, sample_sequence,
-                             sequence_indices, validation_mask)
+from parapolicy.data import (
+    ReplayBuffer,
+    find_pusht_zarr,
+    pusht_keypoint_obs,
+    sample_sequence,
+    sequence_indices,
+    validation_mask,
+)
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
 

@@ -1,0 +1,268 @@
+"""The policy: observation window -> normalised condition -> sampler -> unnormalised action chunk.
+
+Timing (Diffusion Policy, Push-T defaults n_obs_steps=2, horizon=16, n_action_steps=8):
+
+    obs:      |o|o|                              observations t-1, t  (n_obs_steps)
+    predict:  |a|a|a|a|a|a|a|a|a|a|a|a|a|a|a|a|  horizon actions starting at t-1
+    execute:    |a|a|a|a|a|a|a|a|                indices action_start .. action_start+n_action_steps-1
+                                                 (action_start = n_obs_steps - 1)
+
+`predict_action` is stateless and batched; `act` keeps the observation history and an action queue for a
+control loop (one robot, batch 1).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint
+from parapolicy.model import ConditionalUnet1D
+from parapolicy.normalizer import LinearNormalizer
+
+SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver")
+
+
+@dataclass
+class SamplerConfig:
+    """How to sample an action chunk."""
+
+    name: str = "paraddpm"
+    """one of ddpm, paraddpm, ddim, paraddim, dpmsolver, paradpmsolver"""
+    num_inference_steps: int | None = None
+    """reverse steps; None = the checkpoint's (100 for Diffusion Policy's DDPM)"""
+    window: int | str = 16
+    """Picard window (steps solved per parallel round), or "auto" (cost model); parallel samplers only"""
+    tol: float = 0.1
+    """Picard tolerance (ParaDiGMS rule, see docs/samplers.md); 0 iterates until exact"""
+    max_iters: int | None = None
+    """cap on parallel rounds (anytime result); None = no cap"""
+    accel: str | None = None
+    """fixed-point acceleration for Picard (None = plain Picard)"""
+    warm_start: bool = False
+    """start each chunk's Picard iteration from the previous chunk's trajectory shifted in time (act())"""
+
+    def __post_init__(self):
+        if self.name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.window != "auto" and (not isinstance(self.window, int) or self.window < 1):
+            raise ValueError(f"window must be an int >= 1 or 'auto', got {self.window!r}")
+        if not (self.tol >= 0 and math.isfinite(self.tol)):
+            raise ValueError(f"tol must be finite and >= 0, got {self.tol}")
+        if self.max_iters is not None and self.max_iters < 1:
+            raise ValueError(f"max_iters must be >= 1 or None, got {self.max_iters}")
+
+    @property
+    def parallel(self) -> bool:
+        return self.name.startswith("para")
+
+    @property
+    def family(self) -> str:
+        return self.name.removeprefix("para")
+
+
+def as_sampler_config(sampler) -> SamplerConfig:
+    if isinstance(sampler, SamplerConfig):
+        return sampler
+    if isinstance(sampler, str):
+        return SamplerConfig(name=sampler)
+    if isinstance(sampler, dict):
+        return SamplerConfig(**sampler)
+    raise ValueError(f"sampler must be a name, a dict or a SamplerConfig, got {type(sampler).__name__}")
+
+
+def make_scheduler(family: str, ddpm_kwargs: dict, num_inference_steps: int):
+    """A fresh diffusers scheduler of `family` (ddpm / ddim / dpmsolver) from the checkpoint's DDPM settings,
+    with its timesteps set."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    base = DDPMScheduler(**ddpm_kwargs)
+    if family == "ddpm":
+        sch = base
+    elif family == "ddim":
+        sch = DDIMScheduler.from_config(base.config)
+    elif family == "dpmsolver":
+        sch = DPMSolverMultistepScheduler.from_config(base.config, algorithm_type="dpmsolver++")
+    else:
+        raise ValueError(f"unknown scheduler family {family!r}")
+    sch.set_timesteps(num_inference_steps)
+    return sch
+
+
+class DiffusionPolicy:
+    """A loaded Diffusion Policy (UNet denoiser, normaliser, timing) with pluggable samplers.
+
+    Build with `load_policy(path)`; `predict_action` for batched stateless inference, `act` for a loop.
+    """
+
+    def __init__(self, model: torch.nn.Module, normalizer: LinearNormalizer, config: dict, device="cpu",
+                 source: str = "", path: str = ""):
+        self.config = config
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.normalizer = normalizer.to(self.device)
+        self.source, self.path = source, path
+        self.horizon = int(config["horizon"])
+        self.n_obs_steps = int(config["n_obs_steps"])
+        self.n_action_steps = int(config["n_action_steps"])
+        self.action_start = int(config["action_start"])
+        self.action_dim = int(config["action_dim"])
+        self.obs_keys = list(config["obs_keys"])
+        self.obs_dims = {k: int(v) for k, v in config["obs_dims"].items()}
+        self.global_cond = bool(config["obs_as_global_cond"])
+        self.obs_dim = sum(self.obs_dims[k] for k in self.obs_keys)
+        self.input_dim = self.action_dim + (0 if self.global_cond else self.obs_dim)
+        self._schedulers: dict = {}
+        self._denoise_fn = None
+        self.reset()
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_checkpoint(cls, ckpt: LoadedCheckpoint, device="cpu") -> DiffusionPolicy:
+        cfg = ckpt.config
+        model = ConditionalUnet1D(**cfg["model"])
+        try:
+            model.load_state_dict(ckpt.model_state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"weights in {ckpt.path or ckpt.source} do not fit the UNet described by its "
+                             f"config: {str(e).splitlines()[0]}") from e
+        normalizer = LinearNormalizer().load_flat_state(ckpt.normalizer_state)
+        for key in list(cfg["obs_keys"]) + ["action"]:
+            if key not in normalizer.keys():
+                raise ValueError(f"checkpoint {ckpt.path} has no normaliser for '{key}'")
+        return cls(model, normalizer, cfg, device=device, source=ckpt.source, path=ckpt.path)
+
+    def use_denoiser(self, module) -> None:
+        """Replace the UNet call (same signature as ConditionalUnet1D.forward), e.g. by a fast inference
+        path; None restores the eager model."""
+        self._denoise_fn = module
+
+    def scheduler(self, family: str, num_inference_steps: int | None = None):
+        steps = num_inference_steps or int(self.config["num_inference_steps"])
+        key = (family, steps)
+        if key not in self._schedulers:
+            self._schedulers[key] = make_scheduler(family, self.config["scheduler"], steps)
+        return copy.deepcopy(self._schedulers[key])
+
+    # ---------------------------------------------------------------------------------------- inference
+    def normalized_condition(self, obs: dict) -> torch.Tensor:
+        """obs {key: (B, n_obs_steps, dim)} in env units -> (B, n_obs_steps * obs_dim) normalised, features
+        of one step concatenated in `obs_keys` order, then steps flattened (Diffusion Policy and LeRobot)."""
+        if not isinstance(obs, dict):
+            raise ValueError(f"observations must be a dict with keys {self.obs_keys}, got {type(obs).__name__}")
+        missing = [k for k in self.obs_keys if k not in obs]
+        if missing:
+            raise ValueError(f"observation dict lacks {missing}; this policy reads keys {self.obs_keys} "
+                             f"(got {sorted(obs)})")
+        parts, batch = [], None
+        for k in self.obs_keys:
+            x = torch.as_tensor(obs[k], dtype=torch.float32, device=self.device)
+            want = (self.n_obs_steps, self.obs_dims[k])
+            if x.ndim != 3 or tuple(x.shape[1:]) != want:
+                raise ValueError(f"obs['{k}'] must have shape (B, {want[0]}, {want[1]}), got {tuple(x.shape)}")
+            if batch is not None and x.shape[0] != batch:
+                raise ValueError(f"obs['{k}'] has batch {x.shape[0]}, others have {batch}")
+            batch = x.shape[0]
+            if not torch.isfinite(x).all():
+                raise ValueError(f"obs['{k}'] contains NaN or inf")
+            parts.append(self.normalizer.normalize(x, k))
+        return torch.cat(parts, dim=-1).reshape(batch, -1)
+
+    def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The sampler contract: x (N, H, input_dim), t (N,) long, cond (N, n_obs_steps*obs_dim) -> (N, H, D).
+
+        Global conditioning passes cond to the UNet; inpainting writes the observations into the first
+        n_obs_steps rows of the obs channels before each call, as Diffusion Policy does."""
+        net = self._denoise_fn or self.model
+        if self.global_cond:
+            return net(x, t, global_cond=cond)
+        x = x.clone()
+        x[:, :self.n_obs_steps, self.action_dim:] = cond.reshape(x.shape[0], self.n_obs_steps, self.obs_dim)
+        return net(x, t)
+
+    @torch.no_grad()
+    def predict_action(self, obs: dict, sampler="paraddpm", generator: torch.Generator | None = None,
+                       init_noise: torch.Tensor | None = None, step_noise: torch.Tensor | None = None,
+                       init: torch.Tensor | None = None, max_iters: int | None = None,
+                       deadline: float | None = None) -> dict:
+        """obs {key: (B, n_obs_steps, dim)} env units -> {"action": (B, n_action_steps, Da),
+        "action_pred": (B, horizon, Da), "stats": sampler stats or None, "trajectory": (S+1, B, H, D) or None}.
+
+        init_noise (B, horizon, input_dim) is x_T; step_noise (S, B, horizon, input_dim) is added at the
+        k-th reverse step; both drawn from `generator` when None. Same noise -> same actions across samplers
+        (to the Picard tolerance). `init`, `max_iters`, `deadline` go to the Picard sampler.
+        """
+        from parapolicy.sampling import sample_picard, sample_sequential
+
+        cfg = as_sampler_config(sampler)
+        cond = self.normalized_condition(obs)
+        b = cond.shape[0]
+        shape = (b, self.horizon, self.input_dim)
+        if init_noise is None:
+            init_noise = torch.randn(shape, generator=generator, device=self.device)
+        elif tuple(init_noise.shape) != shape:
+            raise ValueError(f"init_noise must have shape {shape}, got {tuple(init_noise.shape)}")
+        init_noise = init_noise.to(self.device, torch.float32)
+        sch = self.scheduler(cfg.family, cfg.num_inference_steps)
+        common = dict(noise=step_noise, cond=cond, num_inference_steps=len(sch.timesteps), generator=generator)
+        stats, traj = None, None
+        if cfg.parallel:
+            x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
+                                      max_iters=max_iters if max_iters is not None else cfg.max_iters,
+                                      init=init, deadline=deadline, accel=cfg.accel, **common)
+            traj = getattr(stats, "trajectory", None)
+        else:
+            x0 = sample_sequential(self.denoiser, sch, init_noise, **common)
+        action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], "action")
+        s = self.action_start
+        return {"action": action_pred[:, s:s + self.n_action_steps], "action_pred": action_pred,
+                "stats": stats, "trajectory": traj}
+
+    # ------------------------------------------------------------------------------------ control loop
+    def reset(self) -> None:
+        """Forget the observation history, the action queue and the warm-start trajectory."""
+        self._history: collections.deque = collections.deque(maxlen=self.n_obs_steps)
+        self._queue: collections.deque = collections.deque()
+        self._last_traj = None
+        self.last_output: dict | None = None
+
+    def act(self, obs: dict, sampler="paraddpm", generator: torch.Generator | None = None) -> torch.Tensor:
+        """One control step for one robot: obs {key: (dim,)} at the current time -> action (Da,).
+
+        Keeps the last n_obs_steps observations (the first one repeated after `reset`) and a queue of
+        n_action_steps actions; a new chunk is predicted when the queue is empty."""
+        step = {k: torch.as_tensor(obs[k], dtype=torch.float32) for k in self.obs_keys if k in obs}
+        if len(step) != len(self.obs_keys):
+            raise ValueError(f"observation lacks keys {[k for k in self.obs_keys if k not in obs]}")
+        if not self._history:
+            for _ in range(self.n_obs_steps - 1):
+                self._history.append(step)
+        self._history.append(step)
+        if not self._queue:
+            cfg = as_sampler_config(sampler)
+            window = {k: torch.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
+            init = None
+            if cfg.parallel and cfg.warm_start and self._last_traj is not None:
+                from parapolicy.sampling import shift_trajectory
+                init = shift_trajectory(self._last_traj, self.n_action_steps)
+            out = self.predict_action(window, sampler=cfg, generator=generator, init=init)
+            self._last_traj = out["trajectory"]
+            self.last_output = out
+            self._queue.extend(out["action"][0])
+        return self._queue.popleft()
+
+
+def load_policy(path, device="cpu") -> DiffusionPolicy:
+    """Load a policy from a built-in name ("pusht_keypoints"), our checkpoint directory, a LeRobot pretrained
+    directory or a real-stanford diffusion_policy `.ckpt`."""
+    return DiffusionPolicy.from_checkpoint(load_checkpoint(path), device=device)
+
+
+__all__ = ["DiffusionPolicy", "SamplerConfig", "SAMPLERS", "load_policy", "make_scheduler",
+           "as_sampler_config"]

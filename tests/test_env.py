@@ -249,3 +249,16 @@ def test_render_headless_and_resize():
     ref = resize_linear(canvas, 96)
     assert np.abs(obs["pixels"].astype(int) - ref).max() <= 1
     assert PushTEnv(obs_type="state").render() is None
+
+
+def test_incremental_rendering_matches_fresh_frames():
+    """The renderer restores and resamples only what changed; after many frames it must equal a fresh one."""
+    persistent = Renderer()
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        pose = np.r_[rng.uniform(-40, 550, 2), rng.uniform(0, 2 * np.pi)]
+        agent = rng.uniform(-20, 530, 2)
+        small = persistent.draw(pose, agent, 96)
+        fresh = Renderer().canvas(pose, agent)
+        np.testing.assert_array_equal(persistent.canvas(pose, agent), fresh)
+        assert np.abs(small.astype(int) - resize_linear(fresh, 96)).max() <= 1

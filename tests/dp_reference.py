@@ -10,7 +10,8 @@ Noise: either a `generator` (drawn exactly as the original does: the initial tra
 each `scheduler.step` with t > 0), or explicit `init_noise (B, H, D)` and `step_noise (S, B, H, D)` where
 `step_noise[k]` is the standard normal draw of the k-th reverse step (scaled by that step's std inside
 diffusers; unused where t = 0). `draw_reference_noise` turns a generator into the explicit pair, so
-`dp_predict_action(..., generator=g(seed))` equals `dp_predict_action(..., *draw_reference_noise(g(seed), ...))`.
+`dp_predict_action(..., generator=g(seed))` equals `dp_predict_action(...)` given the pair
+`draw_reference_noise(g(seed), ...)` as init_noise, step_noise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def make_scheduler(scheduler_kwargs: dict, num_inference_steps: int):
     return scheduler
 
 
-def draw_reference_noise(generator: torch.Generator, shape: tuple, timesteps) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_reference_noise(
+    generator: torch.Generator, shape: tuple, timesteps
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The draws the original loop makes from `generator`: -> init_noise (B,H,D), step_noise (S,B,H,D)."""
     init = torch.randn(shape, generator=generator)
     steps = [torch.randn(shape, generator=generator) if int(t) > 0 else torch.zeros(shape) for t in timesteps]
@@ -65,8 +68,11 @@ def _denoise(model, scheduler, cond_data, cond_mask, global_cond, generator, ini
         trajectory = torch.randn(cond_data.shape, dtype=cond_data.dtype, generator=generator)
     if step_noise is not None:
         # Only steps with t > 0 draw noise in diffusers; hand it exactly those rows, in order.
-        step_noise = torch.stack([step_noise[k] for k, t in enumerate(scheduler.timesteps) if int(t) > 0]) \
-            if any(int(t) > 0 for t in scheduler.timesteps) else None
+        step_noise = (
+            torch.stack([step_noise[k] for k, t in enumerate(scheduler.timesteps) if int(t) > 0])
+            if any(int(t) > 0 for t in scheduler.timesteps)
+            else None
+        )
     with _fed_noise(step_noise):
         for t in scheduler.timesteps:
             trajectory[cond_mask] = cond_data[cond_mask]
@@ -77,11 +83,26 @@ def _denoise(model, scheduler, cond_data, cond_mask, global_cond, generator, ini
 
 
 @torch.no_grad()
-def dp_predict_action(model, obs: torch.Tensor, *, obs_scale, obs_offset, action_scale, action_offset,
-                      horizon: int, n_obs_steps: int, n_action_steps: int, action_dim: int,
-                      obs_as_global_cond: bool, oa_step_convention: bool, scheduler_kwargs: dict,
-                      num_inference_steps: int, generator: torch.Generator | None = None,
-                      init_noise: torch.Tensor | None = None, step_noise: torch.Tensor | None = None) -> dict:
+def dp_predict_action(
+    model,
+    obs: torch.Tensor,
+    *,
+    obs_scale,
+    obs_offset,
+    action_scale,
+    action_offset,
+    horizon: int,
+    n_obs_steps: int,
+    n_action_steps: int,
+    action_dim: int,
+    obs_as_global_cond: bool,
+    oa_step_convention: bool,
+    scheduler_kwargs: dict,
+    num_inference_steps: int,
+    generator: torch.Generator | None = None,
+    init_noise: torch.Tensor | None = None,
+    step_noise: torch.Tensor | None = None,
+) -> dict:
     """DiffusionUnetLowdimPolicy.predict_action. obs: (B, >=n_obs_steps, Do) in env units ->
     {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da)}. Normaliser: x * scale + offset."""
     nobs = obs * obs_scale + obs_offset
@@ -101,7 +122,7 @@ def dp_predict_action(model, obs: torch.Tensor, *, obs_scale, obs_offset, action
     nsample = _denoise(model, scheduler, cond_data, cond_mask, global_cond, generator, init_noise, step_noise)
     action_pred = (nsample[..., :Da] - action_offset) / action_scale
     start = To - 1 if oa_step_convention else To
-    return {"action": action_pred[:, start:start + n_action_steps], "action_pred": action_pred}
+    return {"action": action_pred[:, start : start + n_action_steps], "action_pred": action_pred}
 
 
 def lerobot_normalize(x, stats: dict, mode: str, eps: float = 1e-8, legacy: bool = True):
@@ -132,16 +153,30 @@ def lerobot_unnormalize(x, stats: dict, mode: str, eps: float = 1e-8, legacy: bo
 
 
 @torch.no_grad()
-def lerobot_generate_actions(model, batch: dict[str, torch.Tensor], *, obs_keys: list[str], stats: dict,
-                             modes: dict[str, str], horizon: int, n_obs_steps: int, n_action_steps: int,
-                             action_dim: int, scheduler_kwargs: dict, num_inference_steps: int,
-                             legacy: bool = True, generator: torch.Generator | None = None,
-                             init_noise: torch.Tensor | None = None,
-                             step_noise: torch.Tensor | None = None) -> torch.Tensor:
+def lerobot_generate_actions(
+    model,
+    batch: dict[str, torch.Tensor],
+    *,
+    obs_keys: list[str],
+    stats: dict,
+    modes: dict[str, str],
+    horizon: int,
+    n_obs_steps: int,
+    n_action_steps: int,
+    action_dim: int,
+    scheduler_kwargs: dict,
+    num_inference_steps: int,
+    legacy: bool = True,
+    generator: torch.Generator | None = None,
+    init_noise: torch.Tensor | None = None,
+    step_noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """LeRobot DiffusionPolicy on a state-only batch {key: (B, n_obs_steps, d)} in env units ->
     actions (B, n_action_steps, Da) in env units. `obs_keys` in LeRobot's order: state, then env state."""
-    feats = [lerobot_normalize(batch[k], stats.get(k, {}), modes.get(k, "identity"), legacy=legacy)
-             for k in obs_keys]
+    feats = [
+        lerobot_normalize(batch[k], stats.get(k, {}), modes.get(k, "identity"), legacy=legacy)
+        for k in obs_keys
+    ]
     B = feats[0].shape[0]
     global_cond = torch.cat(feats, dim=-1).flatten(start_dim=1)
     cond_data = torch.zeros(B, horizon, action_dim)
@@ -149,5 +184,5 @@ def lerobot_generate_actions(model, batch: dict[str, torch.Tensor], *, obs_keys:
     scheduler = make_scheduler(scheduler_kwargs, num_inference_steps)
     sample = _denoise(model, scheduler, cond_data, cond_mask, global_cond, generator, init_noise, step_noise)
     start = n_obs_steps - 1
-    actions = sample[:, start:start + n_action_steps]
+    actions = sample[:, start : start + n_action_steps]
     return lerobot_unnormalize(actions, stats["action"], modes.get("action", "identity"), legacy=legacy)

@@ -12,6 +12,7 @@ import torch
 def unet_kwargs_from_state(state: dict[str, torch.Tensor], n_groups: int = 8, where: str = "") -> dict:
     """-> ConditionalUnet1D kwargs {input_dim, local_cond_dim, global_cond_dim, diffusion_step_embed_dim,
     down_dims, kernel_size, n_groups, cond_predict_scale}. ValueError naming the missing tensor otherwise."""
+
     def get(name: str) -> torch.Tensor:
         if name not in state:
             raise ValueError(f"{where}UNet state dict lacks '{name}'; not a ConditionalUnet1D")
@@ -22,9 +23,9 @@ def unet_kwargs_from_state(state: dict[str, torch.Tensor], n_groups: int = 8, wh
         down_dims.append(int(state[f"down_modules.{len(down_dims)}.0.blocks.0.block.0.weight"].shape[0]))
     if not down_dims:
         get("down_modules.0.0.blocks.0.block.0.weight")
-    conv0 = get("down_modules.0.0.blocks.0.block.0.weight")          # (C0, input_dim, k)
+    conv0 = get("down_modules.0.0.blocks.0.block.0.weight")  # (C0, input_dim, k)
     dsed = int(get("diffusion_step_encoder.3.weight").shape[0])
-    cond_w = get("down_modules.0.0.cond_encoder.1.weight")             # (C0 or 2*C0, cond_dim)
+    cond_w = get("down_modules.0.0.cond_encoder.1.weight")  # (C0 or 2*C0, cond_dim)
     cond_dim = int(cond_w.shape[1])
     local = state.get("local_cond_encoder.0.blocks.0.block.0.weight")
     return {

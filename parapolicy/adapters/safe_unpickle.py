@@ -1,7 +1,7 @@
 """A restricted unpickler for real-stanford/diffusion_policy `.ckpt` files.
 
-Those files are `torch.save`d with `pickle_module=dill`: a dict `{cfg, state_dicts, pickles}` whose `cfg` is an
-OmegaConf `DictConfig`. A pickle can name any importable callable and call it while loading, so an ordinary
+Those files are `torch.save`d with `pickle_module=dill`: a dict `{cfg, state_dicts, pickles}` whose `cfg` is
+an OmegaConf `DictConfig`. A pickle can name any importable callable and call it while loading, so an ordinary
 `torch.load` of a downloaded checkpoint runs whatever code its author chose. This module loads such files
 with `pickle.Unpickler.find_class` limited to an allow-list of the globals these files hold:
 
@@ -34,19 +34,50 @@ class UnsafePickleError(ValueError):
     """The file needs a global outside the allow-list; it was refused before anything was called."""
 
 
-_BUILTIN_DATA_TYPES = {t.__name__: t for t in (
-    dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, complex, bool, slice, range)}
+_BUILTIN_DATA_TYPES = {
+    t.__name__: t
+    for t in (
+        dict,
+        list,
+        tuple,
+        set,
+        frozenset,
+        str,
+        bytes,
+        bytearray,
+        int,
+        float,
+        complex,
+        bool,
+        slice,
+        range,
+    )
+}
 _BUILTIN_DATA_TYPES["NoneType"] = type(None)
 
 _OMEGACONF = {
     "omegaconf.dictconfig": ("DictConfig",),
     "omegaconf.listconfig": ("ListConfig",),
     "omegaconf.base": ("ContainerMetadata", "Metadata", "UnionNode"),
-    "omegaconf.nodes": ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode",
-                        "BytesNode", "PathNode", "ValueNode"),
+    "omegaconf.nodes": (
+        "AnyNode",
+        "StringNode",
+        "IntegerNode",
+        "FloatNode",
+        "BooleanNode",
+        "EnumNode",
+        "BytesNode",
+        "PathNode",
+        "ValueNode",
+    ),
 }
-_TORCH_UTILS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-                "_rebuild_parameter_with_state")
+_TORCH_UTILS = (
+    "_rebuild_tensor",
+    "_rebuild_tensor_v2",
+    "_rebuild_tensor_v3",
+    "_rebuild_parameter",
+    "_rebuild_parameter_with_state",
+)
 _NUMPY = {
     "numpy": ("ndarray", "dtype"),
     "numpy.core.multiarray": ("_reconstruct", "scalar"),
@@ -59,13 +90,22 @@ _MODULE_ALIASES = {"numpy.core.multiarray": "numpy._core.multiarray"}
 def _dill_load_type(name: str) -> type:
     """Stand-in for `dill._dill._load_type`: only builtin data types, looked up in a fixed table."""
     if name not in _BUILTIN_DATA_TYPES:
-        raise UnsafePickleError(f"refused dill._dill._load_type({name!r}): only builtin data types are allowed")
+        raise UnsafePickleError(
+            f"refused dill._dill._load_type({name!r}): only builtin data types are allowed"
+        )
     return _BUILTIN_DATA_TYPES[name]
 
 
 def _codecs_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """Stand-in for `_codecs.encode`, which protocol-2 pickles use for bytes; text codecs only."""
-    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"):
+    if encoding.lower().replace("_", "-") not in (
+        "latin1",
+        "latin-1",
+        "iso-8859-1",
+        "utf-8",
+        "utf8",
+        "ascii",
+    ):
         raise UnsafePickleError(f"refused _codecs.encode with codec {encoding!r}")
     return obj.encode(encoding, errors)
 
@@ -74,8 +114,10 @@ def _import_attr(module: str, name: str):
     try:
         mod = importlib.import_module(_MODULE_ALIASES.get(module, module))
     except ImportError as e:
-        raise ValueError(f"unpickling '{module}.{name}' needs the package {module.split('.')[0]!r} "
-                         f"(for diffusion_policy checkpoints: pip install omegaconf)") from e
+        raise ValueError(
+            f"unpickling '{module}.{name}' needs the package {module.split('.')[0]!r} "
+            f"(for diffusion_policy checkpoints: pip install omegaconf)"
+        ) from e
     return getattr(mod, name)
 
 
@@ -109,14 +151,15 @@ def allowed_global(module: str, name: str):
         return _import_attr(module, name)
     raise UnsafePickleError(
         f"refused to unpickle global '{module}.{name}': it is not one a diffusion_policy checkpoint holds "
-        "(OmegaConf config, containers, tensors), and calling it could run arbitrary code")
+        "(OmegaConf config, containers, tensors), and calling it could run arbitrary code"
+    )
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """`pickle.Unpickler` whose `find_class` only returns allow-listed globals (see `allowed_global`)."""
 
     def find_class(self, module: str, name: str):
-        # Protocol-2 pickles spell some modules the Python 2 way (`__builtin__.dict`); map them as pickle does.
+        # Protocol-2 pickles spell some modules the Python 2 way (`__builtin__.dict`); map as pickle does.
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
@@ -149,8 +192,22 @@ def safe_torch_load(path: str | os.PathLike):
         return torch.load(path, map_location="cpu", pickle_module=restricted_pickle, weights_only=False)
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{path}: {e}") from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError,
-            KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError, OverflowError) as e:
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        struct.error,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+        OverflowError,
+    ) as e:
         size = os.path.getsize(path)
-        raise ValueError(f"{path} ({size} bytes) cannot be read as a torch checkpoint: {type(e).__name__}: "
-                         f"{e}; the file is truncated, corrupt or not a diffusion_policy .ckpt") from e
+        raise ValueError(
+            f"{path} ({size} bytes) cannot be read as a torch checkpoint: {type(e).__name__}: "
+            f"{e}; the file is truncated, corrupt or not a diffusion_policy .ckpt"
+        ) from e

@@ -3,12 +3,14 @@
 For each observation type: one env, seeded resets every 300 steps (or on success), actions a seeded random
 walk of PD targets near the agent (like a policy's: small moves that keep pushing the block) plus uniform
 random targets on every 10th step. Prints env steps per second of wall-clock time as measured, including
-the resets. Single process, single thread.
+the resets, and steps per second of this process's CPU time (less sensitive to other jobs on a busy
+machine). Single process, single thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -18,13 +20,14 @@ from envs.pusht import PushTEnv
 
 
 def measure(obs_type: str, n_steps: int, seed: int = 0) -> dict:
-    """Run `n_steps` env steps; returns {"obs_type", "steps", "seconds", "steps_per_s", "resets"}."""
+    """Run `n_steps` env steps; returns {"obs_type", "steps", "seconds", "cpu_seconds", "steps_per_s",
+    "steps_per_cpu_s", "resets"}."""
     env = PushTEnv(obs_type=obs_type)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     target = env.agent_pos.copy()
     resets, t_in_episode = 1, 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n_steps):
         if i % 10 == 9:
             target = rng.uniform(0.0, 512.0, size=2)
@@ -36,10 +39,10 @@ def measure(obs_type: str, n_steps: int, seed: int = 0) -> dict:
             env.reset(seed=seed + resets)
             target = env.agent_pos.copy()
             resets, t_in_episode = resets + 1, 0
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     env.close()
-    return {"obs_type": obs_type, "steps": n_steps, "seconds": seconds, "steps_per_s": n_steps / seconds,
-            "resets": resets}
+    return {"obs_type": obs_type, "steps": n_steps, "seconds": seconds, "cpu_seconds": cpu,
+            "steps_per_s": n_steps / seconds, "steps_per_cpu_s": n_steps / cpu, "resets": resets}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -51,14 +54,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"Push-T env throughput, {args.steps} steps per obs_type, 1 env, python {platform.python_version()}"
-          f" on {platform.machine()}")
+          f" on {platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f}")
     results = []
     for obs_type in args.obs_types:
         r = measure(obs_type, args.steps)
         results.append(r)
-        print(f"  {obs_type:>9}: {r['steps_per_s']:8.1f} steps/s  ({r['steps']} steps in"
-              f" {r['seconds']:.2f} s, {r['resets']} resets)")
+        print(f"  {obs_type:>9}: {r['steps_per_s']:8.1f} steps/s wall, {r['steps_per_cpu_s']:8.1f} "
+              f"steps/s CPU  ({r['steps']} steps in {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU,"
+              f" {r['resets']} resets)")
     return results
 
 

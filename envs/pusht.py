@@ -283,8 +283,8 @@ class PushTEnv(gym.Env):
         self._build_space()
         self.latest_action = None
         self._place(state, legacy)
-        cov = coverage(self.block_pose)
-        return self._get_obs(), self._get_info(cov)
+        obs, _, info = self._observe()
+        return obs, info
 
     def step(self, action):
         if self._space is None:
@@ -301,14 +301,14 @@ class PushTEnv(gym.Env):
             ay = K_P * (ty - py) + K_V * (0.0 - vy)
             agent.velocity = (vx + ax * DT, vy + ay * DT)
             space.step(DT)
-        cov = coverage(self.block_pose)
-        reward = reward_from_coverage(cov)
-        terminated = cov > SUCCESS_THRESHOLD
-        return self._get_obs(), reward, terminated, False, self._get_info(cov)
+        obs, cov, info = self._observe()
+        return obs, reward_from_coverage(cov), cov > SUCCESS_THRESHOLD, False, info
 
     def render(self):
         if self.render_mode != "rgb_array":
             return None
+        if self._space is None:
+            raise RuntimeError("call reset() before render()")
         return self._render_frame(self.render_size)
 
     def close(self):
@@ -333,29 +333,36 @@ class PushTEnv(gym.Env):
         a, b = self._agent.position, self._block.position
         return np.array([a.x, a.y, b.x, b.y, self._block.angle % (2 * np.pi)])
 
-    def _get_obs(self):
+    def _observe(self) -> tuple[Any, float, dict]:
+        """(observation, coverage, info) of the current state; the poses are read from pymunk once."""
+        b, a = self._block.position, self._agent.position
+        pose = np.array([b.x, b.y, self._block.angle])
+        agent = np.array([a.x, a.y])
+        cov = coverage(pose)
         if self.obs_type == "state":
-            return self.get_state()
-        if self.obs_type == "keypoints":
+            obs = np.array([a.x, a.y, b.x, b.y, pose[2] % (2 * np.pi)])
+        elif self.obs_type == "keypoints":
             obs = np.empty(20)
-            obs[:18] = block_keypoints(self.block_pose).ravel()
-            obs[18:] = self.agent_pos
-            return obs
-        return {"pixels": self._render_frame(self.observation_size), "agent_pos": self.agent_pos}
-
-    def _get_info(self, cov: float) -> dict:
-        return {
+            obs[:18] = block_keypoints(pose).ravel()
+            obs[18:] = agent
+        else:
+            pixels = self._render_frame(self.observation_size, pose, agent)
+            obs = {"pixels": pixels, "agent_pos": agent.copy()}
+        info = {
             "coverage": cov,
             "is_success": bool(cov > SUCCESS_THRESHOLD),
-            "block_pose": self.block_pose,
-            "agent_pos": self.agent_pos,
+            "block_pose": pose,
+            "agent_pos": agent,
             "n_contacts": int(math.ceil(self._n_contact_points / N_SUBSTEPS)),
             "goal_pose": GOAL_POSE.copy(),
         }
+        return obs, cov, info
 
-    def _render_frame(self, size: int) -> np.ndarray:
+    def _render_frame(self, size: int, pose: np.ndarray | None = None, agent: np.ndarray | None = None):
         from envs.render import Renderer
 
         if self._renderer is None:
             self._renderer = Renderer()
-        return self._renderer.draw(self.block_pose, self.agent_pos, size)
+        pose = self.block_pose if pose is None else pose
+        agent = self.agent_pos if agent is None else agent
+        return self._renderer.draw(pose, agent, size)

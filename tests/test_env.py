@@ -262,3 +262,14 @@ def test_incremental_rendering_matches_fresh_frames():
         fresh = Renderer().canvas(pose, agent)
         np.testing.assert_array_equal(persistent.canvas(pose, agent), fresh)
         assert np.abs(small.astype(int) - resize_linear(fresh, 96)).max() <= 1
+
+
+def test_legacy_physics_quirks():
+    """Kept because the demonstrations were recorded with them: moment 3000, centre of gravity (0, 45)."""
+    env = PushTEnv()
+    env.reset(seed=0)
+    block = env._block
+    assert block.mass == 1.0 and block.moment == pytest.approx(3000.0)
+    assert tuple(block.center_of_gravity) == pytest.approx((0.0, 45.0))
+    assert env._space.damping == 0.0 and tuple(env._space.gravity) == (0.0, 0.0)
+    assert all(s.friction == 0.0 and s.elasticity == 0.0 for s in env._space.shapes)

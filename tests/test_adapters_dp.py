@@ -166,12 +166,27 @@ def build_parts(global_cond: bool = True, seed: int = 0):
     return model, ema, norm
 
 
+class _DummyMixin(torch.nn.Module):
+    """DP's ModuleAttrMixin: an empty `_dummy_variable` parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self._dummy_variable = torch.nn.Parameter()
+
+
+class _LowdimPolicyLike(_DummyMixin):
+    """The module tree of DiffusionUnetLowdimPolicy: model, normalizer, mask_generator (+ the mixin)."""
+
+    def __init__(self, unet, norm):
+        super().__init__()
+        self.model, self.normalizer, self.mask_generator = unet, norm, _DummyMixin()
+
+
 def policy_state(unet: ConditionalUnet1D, norm: LinearNormalizer) -> dict:
-    """DiffusionUnetLowdimPolicy.state_dict(): model.*, normalizer.*, and the mixins' empty parameters."""
-    sd = {f"model.{k}": v.clone() for k, v in unet.state_dict().items()}
-    sd.update({f"normalizer.{k}": v.clone() for k, v in norm.state_dict().items()})
-    sd["_dummy_variable"] = torch.empty(0)
-    sd["mask_generator._dummy_variable"] = torch.empty(0)
+    """DiffusionUnetLowdimPolicy.state_dict() (an OrderedDict with `_metadata`, as torch.save stores it)."""
+    sd = _LowdimPolicyLike(copy.deepcopy(unet), copy.deepcopy(norm)).state_dict()
+    assert {"_dummy_variable", "mask_generator._dummy_variable", "normalizer.params_dict.obs.scale"} \
+        <= set(sd)
     return sd
 
 
@@ -512,3 +527,18 @@ def test_cfg_disagreeing_with_weights_named(tmp_path):
     cfg["policy"]["model"]["down_dims"] = [32, 64]
     with pytest.raises(ValueError, match="down_dims"):
         load_dp_ckpt(save_ckpt(tmp_path / "a.ckpt", cfg, build_parts()))
+
+
+@pytest.mark.skipif(not HAVE_DILL, reason="dill not installed")
+def test_dill_written_file_loads_with_dill_unimportable(tmp_path, monkeypatch):
+    """The reader needs neither dill nor diffusion_policy: with both made unimportable, a dill-written file
+    still loads."""
+    import sys
+
+    path = save_ckpt(tmp_path / "a.ckpt", dp_cfg(), build_parts(), "dill")
+    for name in [m for m in sys.modules if m == "dill" or m.startswith("dill.")] + ["diffusion_policy"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import dill` now raises ImportError
+    with pytest.raises(ImportError):
+        import dill  # noqa: F401
+    ck = load_dp_ckpt(path)
+    assert ck.config["model"]["down_dims"] == [16, 32] and ck.config["weights"] == "ema_model"

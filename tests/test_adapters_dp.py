@@ -542,3 +542,16 @@ def test_dill_written_file_loads_with_dill_unimportable(tmp_path, monkeypatch):
         import dill  # noqa: F401
     ck = load_dp_ckpt(path)
     assert ck.config["model"]["down_dims"] == [16, 32] and ck.config["weights"] == "ema_model"
+
+
+def test_converts_to_our_format(tmp_path):
+    """load -> save_policy_dir -> load_checkpoint keeps config, weights and normaliser."""
+    from parapolicy.checkpoint import save_policy_dir
+
+    ck = load_dp_ckpt(save_ckpt(tmp_path / "a.ckpt", dp_cfg(global_cond=False), build_parts(False)))
+    out = save_policy_dir(tmp_path / "converted", ck.config, ck.model_state, ck.normalizer_state)
+    back = load_checkpoint(out)
+    assert back.source == "parapolicy"
+    assert {k: v for k, v in back.config.items() if not k.startswith("format")} == ck.config
+    assert all(torch.equal(back.model_state[k], v) for k, v in ck.model_state.items())
+    assert all(torch.equal(back.normalizer_state[k], v) for k, v in ck.normalizer_state.items())

@@ -511,3 +511,12 @@ def test_missing_tensors_and_stats_named(tmp_path):
         p.unlink()
     with pytest.raises(ValueError, match="no normalisation statistics for 'observation.state'"):
         load_lerobot_dir(d3)
+
+
+def test_converts_to_our_format(tmp_path):
+    from parapolicy.checkpoint import save_policy_dir
+
+    ck = load_lerobot_dir(write_dir(tmp_path, base_config(), mirror_unet(), make_stats()))
+    back = load_checkpoint(save_policy_dir(tmp_path / "converted", ck.config, ck.model_state, ck.normalizer_state))
+    assert {k: v for k, v in back.config.items() if not k.startswith("format")} == ck.config
+    assert all(torch.equal(back.normalizer_state[k], v) for k, v in ck.normalizer_state.items())

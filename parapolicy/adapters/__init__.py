@@ -1,6 +1,6 @@
 """Loaders that map other projects' checkpoints onto parapolicy's `LoadedCheckpoint`.
 
-    diffusion_policy.load_dp_ckpt(path)      real-stanford/diffusion_policy `.ckpt` (DiffusionUnetLowdimPolicy),
+    diffusion_policy.load_dp_ckpt(path)      real-stanford/diffusion_policy `.ckpt` (low-dim UNet policy),
                                              read through the restricted unpickler in `safe_unpickle`
     lerobot.load_lerobot_dir(path)           LeRobot pretrained DiffusionPolicy directory (state-based, UNet)
 

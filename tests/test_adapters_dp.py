@@ -185,8 +185,9 @@ class _LowdimPolicyLike(_DummyMixin):
 def policy_state(unet: ConditionalUnet1D, norm: LinearNormalizer) -> dict:
     """DiffusionUnetLowdimPolicy.state_dict() (an OrderedDict with `_metadata`, as torch.save stores it)."""
     sd = _LowdimPolicyLike(copy.deepcopy(unet), copy.deepcopy(norm)).state_dict()
-    assert {"_dummy_variable", "mask_generator._dummy_variable", "normalizer.params_dict.obs.scale"} \
-        <= set(sd)
+    assert {"_dummy_variable", "mask_generator._dummy_variable", "normalizer.params_dict.obs.scale"} <= set(
+        sd
+    )
     return sd
 
 
@@ -555,3 +556,36 @@ def test_converts_to_our_format(tmp_path):
     assert {k: v for k, v in back.config.items() if not k.startswith("format")} == ck.config
     assert all(torch.equal(back.model_state[k], v) for k, v in ck.model_state.items())
     assert all(torch.equal(back.normalizer_state[k], v) for k, v in ck.normalizer_state.items())
+
+
+def test_non_finite_weights_or_normalizer_refused(tmp_path):
+    model, ema, norm = build_parts()
+    with torch.no_grad():
+        ema.final_conv[1].weight[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN/inf in \['final_conv.1.weight'\]"):
+        load_dp_ckpt(save_ckpt(tmp_path / "a.ckpt", dp_cfg(), (model, ema, norm)))
+    model, ema, norm = build_parts()
+    with torch.no_grad():
+        norm.params_dict["action"]["scale"][0] = 0.0
+    with pytest.raises(ValueError, match="normalizer 'action' has a zero or non-finite scale"):
+        load_dp_ckpt(save_ckpt(tmp_path / "b.ckpt", dp_cfg(), (model, ema, norm)))
+
+
+def test_legacy_non_zip_torch_format(tmp_path):
+    """torch's pre-1.6 serialisation (no zip) goes through the same restricted unpickler."""
+    model, ema, norm = build_parts()
+    payload = {
+        "cfg": OmegaConf.create(dp_cfg()),
+        "state_dicts": {"model": policy_state(model, norm)},
+        "pickles": {},
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save(payload, str(path), _use_new_zipfile_serialization=False)
+    ck = load_dp_ckpt(path)
+    assert ck.config["weights"] == "model"
+    assert torch.equal(ck.model_state["final_conv.1.weight"], model.state_dict()["final_conv.1.weight"])
+    payload["pickles"] = {"x": _Evil(tmp_path / "pwned")}
+    torch.save(payload, str(path), _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_dp_ckpt(path)
+    assert not (tmp_path / "pwned").exists()

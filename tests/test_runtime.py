@@ -203,6 +203,25 @@ def test_warm_start_passes_previous_trajectory_and_same_noise():
     assert [r.warm_started for r in runner.telemetry.chunks] == [False, True, True]
 
 
+def test_warm_start_shifts_by_ticks_between_observations():
+    seen = []
+
+    def shift(traj, n):
+        seen.append((float(traj), n))
+        return traj + 1000 * n
+
+    clock = FakeClock(0.0)
+    policy = FakePolicy(clock, latency=0.25)
+    cfg = RunnerConfig(dt=DT, refill_at=4, warm_start=True)
+    runner = Runner(policy, cfg, executor=SimulatedExecutor(clock), clock=clock, shift_init=shift)
+    drive(runner, clock, 12)
+    # chunk 0 (obs 0) lands at tick 3 with 5 actions left; at tick 4 (4 left) chunk 1 is requested, lands at
+    # tick 7 with actions for 7..11; at tick 8 (4 left) chunk 2 is requested
+    assert [r.t_obs for r in runner.telemetry.chunks] == pytest.approx([0.0, 0.4, 0.8])
+    assert seen == [(0.0, 4), (1.0, 4)] and float(policy.calls[2]["init"]) == 4001.0
+    assert [r.warm_shift for r in runner.telemetry.chunks] == [0, 4, 4]
+
+
 def test_without_warm_start_no_init():
     runner, policy, clock = make_runner(refill_at=0)
     drive(runner, clock, 9)

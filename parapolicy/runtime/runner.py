@@ -86,7 +86,8 @@ class RunnerConfig:
     max_iters: int | None = None
     """cap on Picard rounds, passed to predict_action."""
     warm_start: bool = False
-    """pass the previous chunk's final sampler trajectory as `init` (use with `seed` for the same noise)."""
+    """start each chunk's sampler from the previous chunk's final trajectory (`init`), shifted by the ticks
+    between their observations (see `Runner`'s `shift_init`); use with `seed` for the same noise."""
     seed: int | None = None
     """if set, each chunk draws its noise from a fresh torch.Generator seeded with this (the same noise every
     chunk, which warm start needs); None: the policy's own randomness."""
@@ -130,7 +131,8 @@ class _Request:
     epoch: int
     t_obs: float
     obs: dict[str, torch.Tensor]
-    init: Any
+    prev_trajectory: Any  # warm start: the previous chunk's trajectory, shifted by `shift` ticks in the job
+    shift: int
     seed: int | None
 
 
@@ -165,17 +167,21 @@ class Runner:
 
     policy: a `ChunkPolicy`. executor: where inference runs (default: a background thread). clock: the
     monotonic clock of tick times and deadlines (default `time.monotonic`; the `t` given to `step` must be on
-    it).
+    it). shift_init(trajectory, n_ticks) -> init: how warm start moves the previous chunk's trajectory forward
+    by the n_ticks between the two chunks' observations (default: the policy's `shift_trajectory` method if it
+    has one, else the trajectory unchanged). It runs in the executor.
     """
 
     def __init__(self, policy: ChunkPolicy, config: RunnerConfig | None = None,
-                 executor: Executor | None = None, clock: Callable[[], float] | None = None):
+                 executor: Executor | None = None, clock: Callable[[], float] | None = None,
+                 shift_init: Callable[[Any, int], Any] | None = None):
         for attr in ("n_obs_steps", "n_action_steps", "action_dim", "obs_keys", "predict_action"):
             if not hasattr(policy, attr):
                 raise ValueError(f"Runner: the policy has no `{attr}` (see runtime.runner.ChunkPolicy)")
         self.policy = policy
         self.config = config or RunnerConfig()
         self.clock = clock or time.monotonic
+        self.shift_init = shift_init if shift_init is not None else getattr(policy, "shift_trajectory", None)
         self.executor = executor if executor is not None else ThreadExecutor(self.clock)
         self.n_obs_steps = int(policy.n_obs_steps)
         self.n_action_steps = int(policy.n_action_steps)
@@ -202,7 +208,7 @@ class Runner:
         self._history: deque = deque(maxlen=self.n_obs_steps)
         self._bad_obs_at: float | None = None
         self._pending_dropped = 0
-        self._init = None
+        self._prev: tuple[Any, float] | None = None  # (trajectory, t_obs) of the last accepted chunk
         self._records: dict[int, ChunkRecord] = {}
         self.consecutive_failures = 0
         self.faulted = False
@@ -311,10 +317,12 @@ class Runner:
                for k in self.obs_keys}
         cid, self._next_chunk = self._next_chunk, self._next_chunk + 1
         t_obs = self._history[-1][0]
-        req = _Request(cid, self._epoch, t_obs, obs, self._init if self.config.warm_start else None,
-                       self.config.seed)
+        prev, shift = None, 0
+        if self.config.warm_start and self._prev is not None and self._prev[0] is not None:
+            prev, shift = self._prev[0], max(0, round((t_obs - self._prev[1]) / self.config.dt))
+        req = _Request(cid, self._epoch, t_obs, obs, prev, shift, self.config.seed)
         self._records[cid] = rec = ChunkRecord(cid, t_obs, t, remaining, budget_s=self.config.latency_budget,
-                                               warm_started=req.init is not None)
+                                               warm_started=prev is not None, warm_shift=shift)
         self.telemetry.chunks.append(rec)
         self.executor.submit(partial(self._infer, req))
         self._collect(t)  # an inline or zero-latency executor has the chunk already
@@ -327,7 +335,10 @@ class Runner:
         gen = None if req.seed is None else torch.Generator().manual_seed(req.seed)
         out = _Outcome(req, 0.0)
         try:
-            res = self.policy.predict_action(req.obs, sampler=cfg.sampler, generator=gen, init=req.init,
+            init = req.prev_trajectory
+            if init is not None and self.shift_init is not None:
+                init = self.shift_init(init, req.shift)
+            res = self.policy.predict_action(req.obs, sampler=cfg.sampler, generator=gen, init=init,
                                              max_iters=cfg.max_iters, deadline=deadline,
                                              **cfg.extra_predict_kwargs)
             a = res["action"]
@@ -386,4 +397,4 @@ class Runner:
         self._pending_dropped += info.dropped_old_stale
         rec.dropped_stale, rec.replaced, rec.blended = info.dropped_stale, info.replaced, info.blended
         if cfg.warm_start:
-            self._init = res.trajectory
+            self._prev = (res.trajectory, req.t_obs)

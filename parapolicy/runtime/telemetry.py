@@ -28,6 +28,7 @@ class ChunkRecord:
     deadline_hit: bool = False  # a budget was set and the sampler stopped at it
     deadline_missed: bool = False  # inference_s > budget_s: the chunk came later than budgeted
     warm_started: bool = False
+    warm_shift: int = 0  # ticks the previous trajectory was shifted by for the warm start
     n_actions: int = 0
     dropped_stale: int = 0  # actions of this chunk whose time had passed when it arrived
     replaced: int = 0  # queued actions of older chunks this chunk replaced

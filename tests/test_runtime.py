@@ -83,6 +83,14 @@ def test_merge_keeps_old_actions_before_offset_chunk():
     assert [a.chunk_id for a in q[:2]] == [0, 0] and np.isclose(q[2].t, 0.7) and info.replaced == 1
 
 
+def test_all_stale_chunk_keeps_its_last_action_or_is_dropped():
+    new = make_chunk(np.arange(8.0)[:, None], t_obs=0.0, dt=DT, chunk_id=3)
+    q, info = merge_chunk((), new, t=1.2, dt=DT)  # every action (0.0 .. 0.7) has passed
+    assert len(q) == 1 and np.isclose(q[0].t, 1.2) and q[0].index == 7 and info.dropped_stale == 7
+    q, info = merge_chunk((), new, t=1.2, dt=DT, keep_last=False)
+    assert q == () and info.dropped_stale == 8
+
+
 def test_merge_rejects_unknown_rule():
     with pytest.raises(ValueError, match="overlap"):
         merge_chunk((), (), 0.0, DT, overlap="mix")
@@ -127,17 +135,19 @@ def test_refill_threshold_keeps_queue_fed_without_holds():
     assert s["holds"] == 3 and s["chunks"] == len(policy.calls) and s["dropped_on_arrival"] == 3 * s["chunks"]
 
 
-@pytest.mark.parametrize("refill_at", [0, 2, 5])
-def test_runner_agrees_with_pure_latency_schedule(refill_at):
+@pytest.mark.parametrize("refill_at,keep_last", [(0, True), (2, True), (5, True), (2, False)])
+def test_runner_agrees_with_pure_latency_schedule(refill_at, keep_last):
     rng = np.random.default_rng(refill_at)
-    lat = list(rng.uniform(0.0, 0.75, size=40))
+    lat = list(rng.uniform(0.0, 1.2, size=40))  # up to 1.5 chunks long: some chunks arrive all stale
     clock = FakeClock(0.0)
     policy = FakePolicy(clock, latency=lat)
-    runner = Runner(policy, RunnerConfig(dt=DT, refill_at=refill_at), executor=SimulatedExecutor(clock),
-                    clock=clock)
+    cfg = RunnerConfig(dt=DT, refill_at=refill_at, keep_last_if_stale=keep_last)
+    runner = Runner(policy, cfg, executor=SimulatedExecutor(clock), clock=clock)
     runner.reset(initial_action=[-1.0, -1.0])
     acts = drive(runner, clock, 60)
-    slots = latency_schedule(lat, 60, ScheduleSpec(dt=DT, n_action_steps=8, refill_at=refill_at))
+    spec = ScheduleSpec(dt=DT, n_action_steps=8, refill_at=refill_at, keep_last_if_stale=keep_last)
+    slots = latency_schedule(lat, 60, spec)
+    assert any(s.dropped >= 7 for s in slots)  # the all-stale case is exercised
     got = [None if a[0] < 0 or t.source == "hold" else decode(a) for a, t in zip(acts, runner.telemetry.ticks,
                                                                                 strict=True)]
     want = [None if s.chunk is None else (s.chunk, s.index) for s in slots]

@@ -9,7 +9,9 @@ Timing rule (Diffusion Policy's real-robot script, `eval_real_robot.py`):
 
 Executed action i is meant for time t_obs + (i + action_offset) * dt, with action_offset = 0 by default: the
 first executed action is aligned with the latest observation, as in training (action k is taken after
-observation k). When a chunk arrives late, the actions whose time has passed are dropped, never executed late.
+observation k). When a chunk arrives late, the actions whose time has passed are dropped, never executed
+late; when all of them have passed, its last action is executed at the current tick (Diffusion Policy's
+rule; `keep_last`).
 
 A queue is a tuple of `TimedAction` sorted by time. An action "is for" tick t when |action.t - t| <= dt/2;
 it is stale at tick t when action.t < t - dt/2. The half-period window absorbs float error and tick jitter.
@@ -75,12 +77,18 @@ def drop_stale(queue: tuple[TimedAction, ...], t: float, dt: float) -> tuple[tup
 
 
 def merge_chunk(queue: tuple[TimedAction, ...], chunk: tuple[TimedAction, ...], t: float, dt: float,
-                overlap: str = "replace", aggregate_weight: float = 0.7
+                overlap: str = "replace", aggregate_weight: float = 0.7, keep_last: bool = True
                 ) -> tuple[tuple[TimedAction, ...], MergeInfo]:
-    """Merge a newly arrived chunk into the queue at tick time t (see the module docstring for the rules)."""
+    """Merge a newly arrived chunk into the queue at tick time t (see the module docstring for the rules).
+
+    keep_last: when every action of the chunk is stale, its last action is retimed to tick t instead of
+    dropping the whole chunk (Diffusion Policy's real-robot rule); the other n - 1 count as dropped."""
     if overlap not in OVERLAP_RULES:
         raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {overlap!r}")
     new, n_new_stale = drop_stale(chunk, t, dt)
+    if keep_last and chunk and not new:
+        last = chunk[-1]
+        new, n_new_stale = (TimedAction(t, last.action, last.chunk_id, last.index),), len(chunk) - 1
     old, n_old_stale = drop_stale(queue, t, dt)
     if not new:
         return old, MergeInfo(n_new_stale, n_old_stale)

@@ -77,6 +77,9 @@ class RunnerConfig:
     """rule for a new chunk overlapping queued actions: "replace", "blend" or "aggregate" (see chunks.py)."""
     aggregate_weight: float = 0.7
     """weight of the new chunk under overlap="aggregate" (LeRobot's weighted_average uses 0.7)."""
+    keep_last_if_stale: bool = True
+    """a chunk that arrives after all its actions' times runs its last action now (Diffusion Policy's rule)
+    instead of being dropped whole."""
     action_offset: int = 0
     """executed action i is for time t_obs + (i + action_offset) * dt; 0 is Diffusion Policy's alignment."""
     sampler: Any = "paraddpm"
@@ -393,7 +396,8 @@ class Runner:
         a, rec.clipped = self._clip(a)
         rec.n_actions = len(a)
         chunk = make_chunk(a, req.t_obs, cfg.dt, req.chunk_id, cfg.action_offset)
-        self._queue, info = merge_chunk(self._queue, chunk, t, cfg.dt, cfg.overlap, cfg.aggregate_weight)
+        self._queue, info = merge_chunk(self._queue, chunk, t, cfg.dt, cfg.overlap, cfg.aggregate_weight,
+                                        keep_last=cfg.keep_last_if_stale)
         self._pending_dropped += info.dropped_old_stale
         rec.dropped_stale, rec.replaced, rec.blended = info.dropped_stale, info.replaced, info.blended
         if cfg.warm_start:

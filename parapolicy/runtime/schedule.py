@@ -6,7 +6,8 @@ inference took (measured, or scaled to emulate other hardware):
 
     * a chunk requested at step k (from observations up to step k) is ready at step
       r = k + ceil(latency / dt)  (`ready_step`); latency 0 gives r = k, the synchronous evaluation loop;
-    * its action i is for step k + action_offset + i; those for steps < r have passed and are dropped;
+    * its action i is for step k + action_offset + i; those for steps < r have passed and are dropped (if
+      all have, its last action runs at step r: `keep_last_if_stale`, Diffusion Policy's rule);
     * while it is computed the robot keeps executing the previous chunk; with nothing left it holds;
     * a new chunk is requested when no request is in flight and <= refill_at actions are left for steps >= k
       (refill_at = 0: when the queue is empty, Diffusion Policy's run-all-then-replan);
@@ -43,6 +44,7 @@ class ScheduleSpec:
     n_action_steps: int = 8
     refill_at: int = 0
     action_offset: int = 0
+    keep_last_if_stale: bool = True
 
     def __post_init__(self):
         if not self.dt > 0:
@@ -87,6 +89,9 @@ def collect(state: ScheduleState, k: int, spec: ScheduleSpec | None = None) -> S
     chunk, k0, _ = state.inflight
     steps = [(k0 + spec.action_offset + i, chunk, i) for i in range(spec.n_action_steps)]
     live = tuple(s for s in steps if s[0] >= k)
+    if not live and spec.keep_last_if_stale:
+        live = ((k, chunk, spec.n_action_steps - 1),)
+        return replace(state, queue=live, inflight=None, dropped=len(steps) - 1)
     head = tuple(s for s in state.queue if k <= s[0] < (live[0][0] if live else k))
     return replace(state, queue=head + live, inflight=None, dropped=len(steps) - len(live))
 

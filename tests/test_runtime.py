@@ -336,6 +336,15 @@ def test_bad_inputs_raise_clear_errors():
         SimulatedExecutor(lambda: 0.0)
 
 
+def test_warmup_runs_policy_without_queueing():
+    runner, policy, clock = make_runner()
+    runner.warmup(obs_at(3), n=2)
+    assert len(policy.calls) == 2 and runner.queue == () and runner.telemetry.chunks == []
+    assert torch.equal(policy.calls[0]["obs"]["obs"], torch.full((1, 2, 20), 3.0))
+    with pytest.raises(ValueError, match="NaN"):
+        runner.warmup({"obs": np.full(20, np.nan)})
+
+
 def test_telemetry_records_are_plain_dicts():
     runner, policy, clock = make_runner(latency=0.15, refill_at=2)
     drive(runner, clock, 20)

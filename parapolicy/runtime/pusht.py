@@ -85,8 +85,9 @@ class EpisodeResult:
 
 
 def run_pusht_realtime(policy, seconds: float = 5.0, seed: int = 100000, config: RunnerConfig | None = None,
-                       executor=None, env=None) -> EpisodeResult:
-    """Drive Push-T at 10 Hz on the wall clock with a background-thread `Runner` for `seconds`.
+                       executor=None, env=None, warmup: int = 1) -> EpisodeResult:
+    """Drive Push-T at 10 Hz on the wall clock with a background-thread `Runner` for `seconds` (after
+    `warmup` synchronous predictions).
 
     `LoopStats.missed_ticks` / `late_ticks` say whether the loop kept its rate; the runner telemetry says
     whether inference kept the queue fed (holds, deadline misses)."""
@@ -94,6 +95,8 @@ def run_pusht_realtime(policy, seconds: float = 5.0, seed: int = 100000, config:
     robot = PushTRobot(env, seed=seed, obs_key=tuple(policy.obs_keys)[0])
     runner = Runner(policy, config or pusht_config(), executor=executor)
     try:
+        if warmup:
+            runner.warmup(robot.get_observation(), n=warmup)
         runner.reset(agent_position(robot.obs))
         loop = run_control_loop(robot, runner, rate_hz=1.0 / runner.config.dt, duration_s=seconds,
                                 should_stop=lambda: robot.done)

@@ -223,6 +223,23 @@ class Runner:
                                  f"({self.action_dim},), got {a}")
             self.last_action = self._clip(a[None])[0][0]
 
+    def warmup(self, obs: Mapping[str, Any], n: int = 1) -> float:
+        """Run predict_action n times synchronously on `obs` repeated over the window (as Diffusion Policy's
+        real-robot script does before starting) so that lazy imports, allocations and kernel selection do not
+        land in the first control ticks. Nothing is queued or recorded. -> seconds of the last call."""
+        frame = self._check_obs(obs)
+        if frame is None:
+            raise ValueError("Runner.warmup: the observation has NaN/inf")
+        window = {k: torch.as_tensor(np.stack([frame[k]] * self.n_obs_steps), dtype=torch.float32)[None]
+                  for k in self.obs_keys}
+        elapsed = 0.0
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.policy.predict_action(window, sampler=self.config.sampler, max_iters=self.config.max_iters,
+                                       **self.config.extra_predict_kwargs)
+            elapsed = time.perf_counter() - t0
+        return elapsed
+
     @property
     def queue(self) -> tuple[TimedAction, ...]:
         return self._queue

@@ -14,8 +14,8 @@ class FakePolicy:
     """A ChunkPolicy whose chunk c, action i is (100 * c + i, sum of the latest observation).
 
     Computing takes `latency` seconds (a float or one per call) of the FakeClock `clock`; as a Picard sampler
-    it needs `rounds` rounds of `latency / rounds` seconds each and stops between rounds at `deadline`
-    or after `max_iters` rounds (stats.capped). `honour_deadline=False` behaves like a sequential sampler.
+    it needs `rounds` rounds of `latency / rounds` seconds each, starts no round at or after `deadline`
+    and none after `max_iters` rounds (stats.capped). `honour_deadline=False`: like a sequential sampler.
     `fail_on` / `nan_on`: call indices that raise / return NaN actions.
     """
 
@@ -43,7 +43,8 @@ class FakePolicy:
         if max_iters is not None:
             done = min(done, max_iters)
         if deadline is not None and self.honour_deadline and per_round > 0:
-            done = min(done, max(1, math.floor((deadline - now) / per_round + 1e-9)))
+            # like the Picard sampler: a round starts while now < deadline, so the last one may overrun it
+            done = min(done, max(1, math.ceil((deadline - now) / per_round - 1e-9)))
         if self.clock is not None:
             self.clock.advance(done * per_round)
         if c in self.fail_on:

@@ -188,6 +188,21 @@ def test_deadline_passed_and_hit_recorded():
     assert runner.telemetry.summary()["deadline_hits"] == 1
 
 
+def test_budget_margin_learns_round_time_so_the_last_round_fits():
+    # rounds of 0.05 s, budget 0.17: without a margin the round started at 0.15 overruns to 0.20
+    runner, policy, clock = make_runner(latency=0.4, refill_at=0, latency_budget=0.17,
+                                        policy_kw={"rounds": 8})
+    drive(runner, clock, 20)
+    first, second = runner.telemetry.chunks[:2]
+    assert first.iterations == 4 and first.deadline_missed and np.isclose(first.deadline_in_s, 0.17)
+    assert np.isclose(second.deadline_in_s, 0.12)  # 0.17 - the 0.05 s measured per round
+    assert second.iterations == 3 and second.deadline_hit and not second.deadline_missed
+    fixed, policy, clock = make_runner(latency=0.4, refill_at=0, latency_budget=0.17, budget_margin=0.0,
+                                       policy_kw={"rounds": 8})
+    drive(fixed, clock, 20)
+    assert all(c.deadline_missed for c in fixed.telemetry.chunks)
+
+
 def test_deadline_miss_recorded_for_sampler_that_ignores_it():
     runner, policy, clock = make_runner(latency=0.3, refill_at=0, latency_budget=0.15,
                                         policy_kw={"honour_deadline": False})
@@ -325,7 +340,8 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="initial_action"):
         runner.reset(initial_action=[np.nan, 0.0])
     for bad in [dict(dt=0), dict(overlap="x"), dict(latency_budget=-1), dict(max_iters=0), dict(refill_at=-1),
-                dict(on_bad_obs="panic"), dict(aggregate_weight=2.0), dict(max_consecutive_failures=0)]:
+                dict(on_bad_obs="panic"), dict(aggregate_weight=2.0), dict(max_consecutive_failures=0),
+                dict(budget_margin="auto"), dict(budget_margin=-0.1)]:
         with pytest.raises(ValueError, match="RunnerConfig"):
             RunnerConfig(**bad)
     with pytest.raises(ValueError, match="exceeds"):

@@ -85,7 +85,12 @@ class RunnerConfig:
     sampler: Any = "paraddpm"
     """passed to predict_action as `sampler` (a name or a sampler config)."""
     latency_budget: float | None = None
-    """seconds from submit after which the sampler must stop (deadline = submit time + budget); None: none."""
+    """seconds from submit by which the chunk should be back; the sampler gets deadline = submit time +
+    budget - budget_margin and stops between rounds at it (stats.capped). None: no deadline."""
+    budget_margin: str | float = "round"
+    """how much earlier than the budget the deadline is set, because the sampler checks it between rounds
+    and a round started just before it overruns: "round" = the median time per round of the last chunks
+    (0 before any is measured), or a number of seconds."""
     max_iters: int | None = None
     """cap on Picard rounds, passed to predict_action."""
     warm_start: bool = False
@@ -119,6 +124,10 @@ class RunnerConfig:
         if self.latency_budget is not None and not self.latency_budget > 0:
             raise ValueError(f"RunnerConfig.latency_budget must be > 0 seconds or None, got "
                              f"{self.latency_budget}")
+        if self.budget_margin != "round" and not (isinstance(self.budget_margin, (int, float))
+                                                  and 0 <= self.budget_margin < math.inf):
+            raise ValueError(f"RunnerConfig.budget_margin must be 'round' or seconds >= 0, got "
+                             f"{self.budget_margin!r}")
         if self.max_iters is not None and self.max_iters < 1:
             raise ValueError(f"RunnerConfig.max_iters must be >= 1 or None, got {self.max_iters}")
         if self.on_bad_obs not in ("hold", "continue"):
@@ -134,6 +143,7 @@ class _Request:
     epoch: int
     t_obs: float
     obs: dict[str, torch.Tensor]
+    budget: float | None  # seconds from the job's start to the deadline (budget minus margin)
     prev_trajectory: Any  # warm start: the previous chunk's trajectory, shifted by `shift` ticks in the job
     shift: int
     seed: int | None
@@ -340,9 +350,13 @@ class Runner:
         prev, shift = None, 0
         if self.config.warm_start and self._prev is not None and self._prev[0] is not None:
             prev, shift = self._prev[0], max(0, round((t_obs - self._prev[1]) / self.config.dt))
-        req = _Request(cid, self._epoch, t_obs, obs, prev, shift, self.config.seed)
+        budget = self.config.latency_budget
+        if budget is not None:
+            budget = max(0.0, budget - self._margin())
+        req = _Request(cid, self._epoch, t_obs, obs, budget, prev, shift, self.config.seed)
         self._records[cid] = rec = ChunkRecord(cid, t_obs, t, remaining, budget_s=self.config.latency_budget,
-                                               warm_started=prev is not None, warm_shift=shift)
+                                               deadline_in_s=budget, warm_started=prev is not None,
+                                               warm_shift=shift)
         self.telemetry.chunks.append(rec)
         self.executor.submit(partial(self._infer, req))
         self._collect(t)  # an inline or zero-latency executor has the chunk already
@@ -351,7 +365,7 @@ class Runner:
         """Runs in the executor: touches no runner state except reading the (immutable) config."""
         cfg = self.config
         t0 = now()
-        deadline = None if cfg.latency_budget is None else t0 + cfg.latency_budget / scale
+        deadline = None if req.budget is None else t0 + req.budget / scale
         gen = None if req.seed is None else torch.Generator().manual_seed(req.seed)
         out = _Outcome(req, 0.0)
         try:
@@ -369,6 +383,14 @@ class Runner:
             out.error, out.tb = f"{type(e).__name__}: {e}", traceback.format_exc()
         out.duration = (now() - t0) * scale
         return out
+
+    def _margin(self) -> float:
+        m = self.config.budget_margin
+        if m != "round":
+            return float(m)
+        per_round = [c.inference_s / c.iterations for c in self.telemetry.chunks[-8:]
+                     if c.inference_s is not None and c.iterations and c.error is None]
+        return float(np.median(per_round)) if per_round else 0.0
 
     def _clip(self, actions: np.ndarray) -> tuple[np.ndarray, int]:
         clipped = np.clip(actions, self.low if self.low is not None else -np.inf,

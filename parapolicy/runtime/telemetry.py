@@ -24,7 +24,8 @@ class ChunkRecord:
     iterations: int | None = None  # sampler rounds (None for samplers without stats)
     nfe: int | None = None
     capped: bool = False  # the sampler stopped early (deadline or max_iters), stats.capped
-    budget_s: float | None = None  # latency budget given as a deadline, if any
+    budget_s: float | None = None  # latency budget, if any
+    deadline_in_s: float | None = None  # deadline given to the sampler, s after submit (budget - margin)
     deadline_hit: bool = False  # a budget was set and the sampler stopped at it
     deadline_missed: bool = False  # inference_s > budget_s: the chunk came later than budgeted
     warm_started: bool = False

@@ -2,6 +2,8 @@
 
     python examples/run_robot.py --pusht --seconds 5          # Push-T env driven in real time at 10 Hz
     python examples/run_robot.py --pusht --budget 0.3         # ... with a 300 ms latency budget per chunk
+    python examples/run_robot.py --serve tcp://*:5555         # policy server (pyzmq) on the inference machine
+    python examples/run_robot.py --pusht --remote tcp://HOST:5555   # robot process using that server
 
 For your own robot, write a class with get_observation / send_action / now (see `MyRobot`) and pass it to
 `run_control_loop` instead of the Push-T adapter. It prints the loop's timing and the runner's telemetry.
@@ -42,9 +44,23 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=None, help="latency budget per chunk, seconds")
     ap.add_argument("--refill-at", type=int, default=None)
     ap.add_argument("--warm-start", action="store_true")
+    ap.add_argument("--serve", metavar="ADDRESS", help="serve the policy over ZeroMQ at ADDRESS")
+    ap.add_argument("--remote", metavar="ADDRESS", help="use the policy served at ADDRESS")
     args = ap.parse_args()
 
-    policy = parapolicy.load_policy(args.policy)
+    if args.serve:
+        from parapolicy.runtime.server import PolicyServer
+
+        server = PolicyServer(parapolicy.load_policy(args.policy), args.serve)
+        print(f"serving {args.policy} at {server.endpoint}")
+        server.serve_forever()
+        return
+    if args.remote:
+        from parapolicy.runtime.server import RemotePolicy
+
+        policy = RemotePolicy(args.remote)
+    else:
+        policy = parapolicy.load_policy(args.policy)
     config = RunnerConfig(dt=0.1, sampler=args.sampler, latency_budget=args.budget, refill_at=args.refill_at,
                           warm_start=args.warm_start, seed=0 if args.warm_start else None,
                           action_low=0.0, action_high=512.0)

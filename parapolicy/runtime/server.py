@@ -181,12 +181,15 @@ class RemotePolicy:
     """The client side: a `ChunkPolicy` whose predict_action asks a `PolicyServer`.
 
     timeout_s: how long one request may take before `TimeoutError` (the socket is then rebuilt, so a late
-    reply cannot be mistaken for the next one). The generator is sent as its `initial_seed()` (a fresh
+    reply cannot be mistaken for the next one); first_timeout_s: the same for the first prediction, which pays
+    the server's cold start (lazy imports of diffusers take tens of seconds on a loaded CPU): warm up with
+    `Runner.warmup` before the control loop. The generator is sent as its `initial_seed()` (a fresh
     generator, as the runner makes with `seed`); init_noise / step_noise cannot be sent.
     """
 
-    def __init__(self, address: str, timeout_s: float = 5.0):
-        self.address, self.timeout_s = address, timeout_s
+    def __init__(self, address: str, timeout_s: float = 10.0, first_timeout_s: float = 300.0):
+        self.address, self.timeout_s, self.first_timeout_s = address, timeout_s, first_timeout_s
+        self._warm = False
         self._zmq = _zmq()
         self._ctx = self._zmq.Context.instance()
         self._sock = None
@@ -197,17 +200,19 @@ class RemotePolicy:
         self.horizon, self.action_dim = spec["horizon"], spec["action_dim"]
         self.obs_keys = tuple(spec["obs_keys"])
 
-    def _request(self, header: dict, arrays: list[np.ndarray] = ()) -> tuple[dict, list[bytes]]:
+    def _request(self, header: dict, arrays: list[np.ndarray] = (), timeout_s: float | None = None
+                 ) -> tuple[dict, list[bytes]]:
         zmq = self._zmq
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         if self._sock is None:
             self._sock = self._ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.connect(self.address)
         self._sock.send_multipart(_pack(header, arrays))
-        if not self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+        if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
             self._sock.close(linger=0)
             self._sock = None
-            raise TimeoutError(f"policy server at {self.address} did not answer within {self.timeout_s} s")
+            raise TimeoutError(f"policy server at {self.address} did not answer within {timeout_s} s")
         frames = self._sock.recv_multipart()
         reply = json.loads(frames[0].decode())
         if not reply.get("ok"):
@@ -234,7 +239,8 @@ class RemotePolicy:
                   "budget_s": None if deadline is None else max(0.0, deadline - time.monotonic()),
                   "seed": None if generator is None else int(generator.initial_seed()),
                   "init": None if init is None else {"id": init.id, "shift": init.shift}}
-        reply, bufs = self._request(header, arrays)
+        reply, bufs = self._request(header, arrays, None if self._warm else self.first_timeout_s)
+        self._warm = True
         if len(bufs) != 1:
             raise RuntimeError(f"policy server: expected 1 action buffer, got {len(bufs)}")
         action = torch.as_tensor(_unpack_array(reply["action"], bufs[0]))

@@ -94,6 +94,12 @@ def test_wall_timing_scales_measured_latency():
     env.close()
 
 
+def test_realtime_pusht_smoke_with_background_thread():
+    # wall-clock run of 0.5 s: checks the wiring only (timing is asserted in the slow test below)
+    res = run_pusht_realtime(DriftPolicy(), seconds=0.5, seed=100004)
+    assert res.loop.ticks >= 1 and res.steps == res.loop.ticks and res.telemetry["chunks"] >= 1
+
+
 @pytest.mark.slow
 def test_realtime_pusht_with_shipped_model_misses_no_ticks():
     import parapolicy

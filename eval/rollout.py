@@ -314,12 +314,14 @@ def realtime_schedule(t_obs: int, t_now: int, actions: np.ndarray) -> tuple[list
 def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int, counter: CallCounter,
                      latency_scale: float, control_hz: float, trigger: int = 0, probe_every: int = 0,
                      hold_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                     record_frames: bool = False) -> tuple[EpisodeResult, list | None]:
+                     record_frames: bool = False, fixed_latency_s: float | None = None
+                     ) -> tuple[EpisodeResult, list | None]:
     """One episode in which the robot does not wait for the policy (see the module docstring).
 
     The latency of a call is its measured wall-clock time times `latency_scale`; it lasts
     ceil(latency * control_hz) env steps. hold_fn(obs) -> the target held before the first action (default: the
-    last two obs entries, the agent position in Push-T keypoint observations)."""
+    last two obs entries, the agent position in Push-T keypoint observations). fixed_latency_s replaces the
+    measured latency (before scaling) by a constant, for deterministic tests and what-if studies."""
     t_start = time.perf_counter()
     result = EpisodeResult(sampler=label, seed=int(seed))
     slot = _Slot(env, seed, deque(), result, frames=[] if record_frames else None)
@@ -346,7 +348,8 @@ def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int
             traj = out.get("trajectory")
             slot.traj = traj[:, 0:1] if traj is not None else None
             slot.chunk += 1
-            delay = math.ceil(ms / 1e3 * latency_scale * control_hz - 1e-9)
+            latency_s = fixed_latency_s if fixed_latency_s is not None else ms / 1e3
+            delay = math.ceil(latency_s * latency_scale * control_hz - 1e-9)
             # the robot keeps going while the chunk is computed
             for _ in range(delay):
                 if slot.done:

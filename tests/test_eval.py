@@ -292,3 +292,15 @@ def test_library_does_not_import_hydra_or_wandb():
             "print(sorted(m for m in ('hydra', 'wandb', 'omegaconf') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_videos_of_the_first_episodes(tiny_ckpt, tmp_path):
+    from eval.run import evaluate
+
+    evaluate(base_cfg(tiny_ckpt, n_episodes=2, samplers=["ddpm"], videos=1, plots=False, probe_calls=0), tmp_path)
+    gifs = sorted(p.name for p in tmp_path.glob("*.gif"))
+    assert gifs == ["episode_ddpm_100000.gif"]
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(tmp_path / gifs[0])
+    assert len(frames) == MAX_STEPS + 1 and frames[0].ndim == 3

@@ -28,7 +28,12 @@ def pusht_zarr_candidates() -> list[Path]:
     if os.environ.get(PUSHT_ZARR_ENV):
         paths.append(Path(os.environ[PUSHT_ZARR_ENV]))
     rel = Path("shared") / "pusht" / "pusht_cchi_v7_replay.zarr"
-    paths += [_REPO_ROOT.parent / rel, Path.cwd().parent / rel, _REPO_ROOT / rel]
+    # <dir>/shared/pusht/... for the repository root, the working directory and each of their parents
+    # (a checkout at /work/main or a worktree at /work/wt/<name> both find /work/shared)
+    for base in (_REPO_ROOT, Path.cwd().resolve()):
+        for d in (base, *base.parents):
+            if d / rel not in paths:
+                paths.append(d / rel)
     return paths
 
 
@@ -95,7 +100,8 @@ class ReplayBuffer:
             ends = np.asarray(root["meta"]["episode_ends"][:])
             group = root["data"]
         except KeyError as e:
-            raise ValueError(f"{path} is not a replay buffer: missing {e} (need data/* and meta/episode_ends)") from e
+            raise ValueError(f"{path} is not a replay buffer: missing {e} "
+                             "(need data/* and meta/episode_ends)") from e
         names = keys if keys is not None else sorted(group.array_keys())
         missing = [k for k in names if k not in group]
         if missing:
@@ -110,7 +116,11 @@ class ReplayBuffer:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
         try:
-            root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+            if int(zarr.__version__.split(".")[0]) >= 3:
+                # zarr 3 writes format 3 unless told; format 2 keeps the store readable by zarr 2 tools
+                root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+            else:  # pragma: no cover - zarr 2 only writes format 2
+                root = zarr.open_group(str(tmp), mode="w")
             data = root.create_group("data")
             for k, v in self.data.items():
                 chunks = (min(chunk_rows, max(len(v), 1)),) + v.shape[1:]

@@ -139,7 +139,7 @@ class ConditionalUnet1D(nn.Module):
             dim_out = in_out[0][1]
             self.local_cond_encoder = nn.ModuleList([
                 _res(local_cond_dim, dim_out, **args),  # added after the first down block
-                _res(local_cond_dim, dim_out, **args),  # added in the last up block
+                _res(local_cond_dim, dim_out, **args),  # unused, as in the original (see forward)
             ])
 
         mid_dim = all_dims[-1]
@@ -181,7 +181,7 @@ class ConditionalUnet1D(nn.Module):
         h_local = []
         if local_cond is not None:
             lc = local_cond.transpose(1, 2)
-            h_local = [enc(lc, feature) for enc in self.local_cond_encoder]
+            h_local = [self.local_cond_encoder[0](lc, feature)]
 
         skips = []
         for i, (res1, res2, down) in enumerate(self.down_modules):
@@ -193,10 +193,10 @@ class ConditionalUnet1D(nn.Module):
             x = down(x)
         for mid in self.mid_modules:
             x = mid(x, feature)
-        for i, (res1, res2, up) in enumerate(self.up_modules):
-            x = res1(torch.cat((x, skips.pop()), dim=1), feature)
-            if i == len(self.up_modules) - 1 and h_local:
-                x = x + h_local[1]
-            x = res2(x, feature)
+        for res1, res2, up in self.up_modules:
+            # The original adds h_local[1] under `idx == len(up_modules)`, which never holds, so the second
+            # local encoder is unused in published checkpoints (and its output would not match this
+            # resolution). We keep that behaviour for compatibility.
+            x = res2(res1(torch.cat((x, skips.pop()), dim=1), feature), feature)
             x = up(x)
         return self.final_conv(x).transpose(1, 2)

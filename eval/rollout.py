@@ -303,12 +303,12 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
 def realtime_schedule(t_obs: int, t_now: int, actions: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], int]:
     """Diffusion Policy's real-robot rule. actions (n, Da) planned for steps t_obs, t_obs+1, ...; the chunk
     arrives at step t_now >= t_obs. -> ([(step, action)] still in the future, number dropped). If every action's
-    time has passed, the last one is executed now."""
+    time has passed, the last one is executed now (and is not counted as dropped), as parapolicy.runtime does."""
     keep = [(t_obs + i, a) for i, a in enumerate(actions) if t_obs + i >= t_now]
-    dropped = len(actions) - len(keep)
     if not keep:
         keep = [(t_now, actions[-1])]
-    return keep, dropped
+        return keep, len(actions) - 1
+    return keep, len(actions) - len(keep)
 
 
 def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int, counter: CallCounter,

@@ -22,10 +22,15 @@ from unittest import mock
 import torch
 
 
-def make_scheduler(scheduler_kwargs: dict, num_inference_steps: int):
-    from diffusers import DDPMScheduler
+def make_scheduler(scheduler_kwargs: dict, num_inference_steps: int, scheduler_type: str = "DDPM"):
+    """diffusers DDPMScheduler, or DDIMScheduler (eta 0, as LeRobot's noise_scheduler_type "DDIM" uses it;
+    DDIM takes no `variance_type`)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
 
-    scheduler = DDPMScheduler(**scheduler_kwargs)
+    if scheduler_type.upper() == "DDIM":
+        scheduler = DDIMScheduler(**{k: v for k, v in scheduler_kwargs.items() if k != "variance_type"})
+    else:
+        scheduler = DDPMScheduler(**scheduler_kwargs)
     scheduler.set_timesteps(num_inference_steps)
     return scheduler
 
@@ -167,6 +172,7 @@ def lerobot_generate_actions(
     scheduler_kwargs: dict,
     num_inference_steps: int,
     legacy: bool = True,
+    scheduler_type: str = "DDPM",
     generator: torch.Generator | None = None,
     init_noise: torch.Tensor | None = None,
     step_noise: torch.Tensor | None = None,
@@ -181,7 +187,7 @@ def lerobot_generate_actions(
     global_cond = torch.cat(feats, dim=-1).flatten(start_dim=1)
     cond_data = torch.zeros(B, horizon, action_dim)
     cond_mask = torch.zeros_like(cond_data, dtype=torch.bool)
-    scheduler = make_scheduler(scheduler_kwargs, num_inference_steps)
+    scheduler = make_scheduler(scheduler_kwargs, num_inference_steps, scheduler_type)
     sample = _denoise(model, scheduler, cond_data, cond_mask, global_cond, generator, init_noise, step_noise)
     start = n_obs_steps - 1
     actions = sample[:, start : start + n_action_steps]

@@ -166,12 +166,28 @@ def build_parts(global_cond: bool = True, seed: int = 0):
     return model, ema, norm
 
 
+class _DummyMixin(torch.nn.Module):
+    """DP's ModuleAttrMixin: an empty `_dummy_variable` parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self._dummy_variable = torch.nn.Parameter()
+
+
+class _LowdimPolicyLike(_DummyMixin):
+    """The module tree of DiffusionUnetLowdimPolicy: model, normalizer, mask_generator (+ the mixin)."""
+
+    def __init__(self, unet, norm):
+        super().__init__()
+        self.model, self.normalizer, self.mask_generator = unet, norm, _DummyMixin()
+
+
 def policy_state(unet: ConditionalUnet1D, norm: LinearNormalizer) -> dict:
-    """DiffusionUnetLowdimPolicy.state_dict(): model.*, normalizer.*, and the mixins' empty parameters."""
-    sd = {f"model.{k}": v.clone() for k, v in unet.state_dict().items()}
-    sd.update({f"normalizer.{k}": v.clone() for k, v in norm.state_dict().items()})
-    sd["_dummy_variable"] = torch.empty(0)
-    sd["mask_generator._dummy_variable"] = torch.empty(0)
+    """DiffusionUnetLowdimPolicy.state_dict() (an OrderedDict with `_metadata`, as torch.save stores it)."""
+    sd = _LowdimPolicyLike(copy.deepcopy(unet), copy.deepcopy(norm)).state_dict()
+    assert {"_dummy_variable", "mask_generator._dummy_variable", "normalizer.params_dict.obs.scale"} <= set(
+        sd
+    )
     return sd
 
 
@@ -512,3 +528,64 @@ def test_cfg_disagreeing_with_weights_named(tmp_path):
     cfg["policy"]["model"]["down_dims"] = [32, 64]
     with pytest.raises(ValueError, match="down_dims"):
         load_dp_ckpt(save_ckpt(tmp_path / "a.ckpt", cfg, build_parts()))
+
+
+@pytest.mark.skipif(not HAVE_DILL, reason="dill not installed")
+def test_dill_written_file_loads_with_dill_unimportable(tmp_path, monkeypatch):
+    """The reader needs neither dill nor diffusion_policy: with both made unimportable, a dill-written file
+    still loads."""
+    import sys
+
+    path = save_ckpt(tmp_path / "a.ckpt", dp_cfg(), build_parts(), "dill")
+    for name in [m for m in sys.modules if m == "dill" or m.startswith("dill.")] + ["diffusion_policy"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import dill` now raises ImportError
+    with pytest.raises(ImportError):
+        import dill  # noqa: F401
+    ck = load_dp_ckpt(path)
+    assert ck.config["model"]["down_dims"] == [16, 32] and ck.config["weights"] == "ema_model"
+
+
+def test_converts_to_our_format(tmp_path):
+    """load -> save_policy_dir -> load_checkpoint keeps config, weights and normaliser."""
+    from parapolicy.checkpoint import save_policy_dir
+
+    ck = load_dp_ckpt(save_ckpt(tmp_path / "a.ckpt", dp_cfg(global_cond=False), build_parts(False)))
+    out = save_policy_dir(tmp_path / "converted", ck.config, ck.model_state, ck.normalizer_state)
+    back = load_checkpoint(out)
+    assert back.source == "parapolicy"
+    assert {k: v for k, v in back.config.items() if not k.startswith("format")} == ck.config
+    assert all(torch.equal(back.model_state[k], v) for k, v in ck.model_state.items())
+    assert all(torch.equal(back.normalizer_state[k], v) for k, v in ck.normalizer_state.items())
+
+
+def test_non_finite_weights_or_normalizer_refused(tmp_path):
+    model, ema, norm = build_parts()
+    with torch.no_grad():
+        ema.final_conv[1].weight[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN/inf in \['final_conv.1.weight'\]"):
+        load_dp_ckpt(save_ckpt(tmp_path / "a.ckpt", dp_cfg(), (model, ema, norm)))
+    model, ema, norm = build_parts()
+    with torch.no_grad():
+        norm.params_dict["action"]["scale"][0] = 0.0
+    with pytest.raises(ValueError, match="normalizer 'action' has a zero or non-finite scale"):
+        load_dp_ckpt(save_ckpt(tmp_path / "b.ckpt", dp_cfg(), (model, ema, norm)))
+
+
+def test_legacy_non_zip_torch_format(tmp_path):
+    """torch's pre-1.6 serialisation (no zip) goes through the same restricted unpickler."""
+    model, ema, norm = build_parts()
+    payload = {
+        "cfg": OmegaConf.create(dp_cfg()),
+        "state_dicts": {"model": policy_state(model, norm)},
+        "pickles": {},
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save(payload, str(path), _use_new_zipfile_serialization=False)
+    ck = load_dp_ckpt(path)
+    assert ck.config["weights"] == "model"
+    assert torch.equal(ck.model_state["final_conv.1.weight"], model.state_dict()["final_conv.1.weight"])
+    payload["pickles"] = {"x": _Evil(tmp_path / "pwned")}
+    torch.save(payload, str(path), _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_dp_ckpt(path)
+    assert not (tmp_path / "pwned").exists()

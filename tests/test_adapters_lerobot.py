@@ -359,12 +359,14 @@ def test_normalisation_follows_lerobot(tmp_path, layout, env_mode, normalization
     assert torch.allclose(norm.unnormalize(y, keys["action"]), want, rtol=1e-6, atol=1e-4)
 
 
-@pytest.mark.parametrize("normalization", ["buffers", "processor"])
-def test_actions_match_lerobot_generate_actions(tmp_path, normalization):
+@pytest.mark.parametrize(
+    "normalization, sched", [("buffers", "DDPM"), ("processor", "DDPM"), ("buffers", "DDIM")]
+)
+def test_actions_match_lerobot_generate_actions(tmp_path, normalization, sched):
     """Full chunk: LeRobot's pipeline on the mirrored UNet vs the loaded UNet + normaliser + config, with the
     cond built as the config documents: cat([normalised obs[k] for k in obs_keys], -1).flatten(1)."""
     stats, mirror = make_stats(3), mirror_unet(3)
-    cfg = base_config("draccus", "MIN_MAX")
+    cfg = base_config("draccus", "MIN_MAX", sched=sched)
     ck = load_lerobot_dir(write_dir(tmp_path, cfg, mirror, stats, normalization))
     net, norm = load_ours(ck)
     c = ck.config
@@ -395,6 +397,7 @@ def test_actions_match_lerobot_generate_actions(tmp_path, normalization):
         ),
         num_inference_steps=10,
         legacy=normalization == "buffers",
+        scheduler_type=sched,
         generator=torch.Generator().manual_seed(5),
     )
     cond = torch.cat([norm.normalize(batch[k], c["normalizer_keys"][k]) for k in c["obs_keys"]], -1).flatten(
@@ -404,7 +407,7 @@ def test_actions_match_lerobot_generate_actions(tmp_path, normalization):
     with torch.no_grad():
         sample = _denoise(
             net,
-            make_scheduler(c["scheduler"], c["num_inference_steps"]),
+            make_scheduler(c["scheduler"], c["num_inference_steps"], c["default_sampler"]),
             zeros,
             torch.zeros_like(zeros, dtype=torch.bool),
             cond,
@@ -511,3 +514,14 @@ def test_missing_tensors_and_stats_named(tmp_path):
         p.unlink()
     with pytest.raises(ValueError, match="no normalisation statistics for 'observation.state'"):
         load_lerobot_dir(d3)
+
+
+def test_converts_to_our_format(tmp_path):
+    from parapolicy.checkpoint import save_policy_dir
+
+    ck = load_lerobot_dir(write_dir(tmp_path, base_config(), mirror_unet(), make_stats()))
+    back = load_checkpoint(
+        save_policy_dir(tmp_path / "converted", ck.config, ck.model_state, ck.normalizer_state)
+    )
+    assert {k: v for k, v in back.config.items() if not k.startswith("format")} == ck.config
+    assert all(torch.equal(back.normalizer_state[k], v) for k, v in ck.normalizer_state.items())

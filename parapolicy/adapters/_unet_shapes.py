@@ -41,9 +41,13 @@ def unet_kwargs_from_state(state: dict[str, torch.Tensor], n_groups: int = 8, wh
 
 
 def check_loads(kwargs: dict, state: dict[str, torch.Tensor], where: str = "") -> None:
-    """Build a ConditionalUnet1D from kwargs and load `state` strictly; ValueError naming the mismatch."""
+    """Build a ConditionalUnet1D from kwargs and load `state` strictly; ValueError naming the mismatch or a
+    non-finite tensor."""
     from parapolicy.model import ConditionalUnet1D
 
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{where}UNet weights hold NaN/inf in {bad[:5]}{' ...' if len(bad) > 5 else ''}")
     model = ConditionalUnet1D(**kwargs)
     try:
         model.load_state_dict(state, strict=True)

@@ -207,6 +207,10 @@ def load_dp_ckpt(path: str | os.PathLike) -> LoadedCheckpoint:
         for k, v in norm_flat.items()
         if k.split(".")[1] in ("obs", "action")
     }
+    for key in ("obs", "action"):
+        scale, offset = norm_flat[f"params_dict.{key}.scale"], norm_flat[f"params_dict.{key}.offset"]
+        if not (torch.isfinite(scale).all() and torch.isfinite(offset).all()) or (scale == 0).any():
+            raise ValueError(f"{where}: normalizer '{key}' has a zero or non-finite scale/offset")
     obs_dim = int(norm_flat["params_dict.obs.scale"].numel())
     action_dim = int(norm_flat["params_dict.action.scale"].numel())
 

@@ -1,0 +1,142 @@
+"""Cost model for Picard sampling and the automatic window (`window="auto"`).
+
+Latency of one Picard solve = sum over rounds r of t(N_r), where t(N) is the denoiser's wall-clock time for a
+batch of N rows and N_r = B * (steps in round r's window). A larger window needs fewer rounds but each
+round costs more; on a GPU t(N) is flat up to large N (big window wins), on a small CPU it grows almost
+linearly (small window wins).
+
+Rounds are predicted from the window's mean advance a(p) (steps accepted per round): measured values can be
+given (`CostModel.advance`, e.g. from `stats` of earlier solves: num_steps / iterations), else the default
+a(p) = 1 + rho * (p - 1), rho = 0.25, which matches ParaDiGMS' 100-step Diffusion Policy figure
+(window ~16-20 -> ~25 rounds). The round sequence is then simulated: window n_r = min(p, S - begin),
+begin += max(1, a(n_r)) -- the last rounds shrink with the remaining steps.
+
+The measured curve is cached per (denoiser id, device, dtype, H, D, C), so it is measured once per process.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+_LATENCY_CACHE: dict = {}
+DEFAULT_RHO = 0.25
+
+
+@dataclass
+class CostModel:
+    """latency: {batch rows: seconds per denoiser call}, measured or supplied (e.g. by a faster denoiser);
+    advance: optional {window: mean steps accepted per round}; rho: slope of the default advance model."""
+
+    latency: dict[int, float]
+    advance: dict[int, float] = field(default_factory=dict)
+    rho: float = DEFAULT_RHO
+
+    def __post_init__(self):
+        if not self.latency:
+            raise ValueError("CostModel.latency must hold at least one {batch: seconds} entry")
+        for n, s in self.latency.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"CostModel.latency keys must be batch sizes >= 1, got {n!r}")
+            if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+                raise ValueError(f"CostModel.latency[{n}] must be seconds > 0, got {s!r}")
+        for p, a in self.advance.items():
+            if not (isinstance(a, (int, float)) and a >= 1):
+                raise ValueError(f"CostModel.advance[{p}] must be >= 1 step per round, got {a!r}")
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"CostModel.rho must be in (0, 1], got {self.rho}")
+        self.latency = dict(sorted(self.latency.items()))
+
+    def t(self, n: int) -> float:
+        """Predicted seconds for a batch of n rows: piecewise-linear in n through the measured points,
+        extrapolated with the last segment's slope (or proportionally from a single point)."""
+        xs, ys = list(self.latency), list(self.latency.values())
+        if len(xs) == 1:
+            return ys[0] * max(1.0, n / xs[0]) if n > xs[0] else ys[0]
+        if n <= xs[0]:
+            return ys[0]
+        for i in range(1, len(xs)):
+            if n <= xs[i]:
+                return ys[i - 1] + (ys[i] - ys[i - 1]) * (n - xs[i - 1]) / (xs[i] - xs[i - 1])
+        slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
+        return ys[-1] + slope * (n - xs[-1])
+
+    def adv(self, p: int) -> float:
+        if p in self.advance:
+            return float(self.advance[p])
+        return 1.0 + self.rho * (p - 1)
+
+
+def predict(cost: CostModel, num_steps: int, window: int, batch: int = 1) -> tuple[float, int]:
+    """(predicted seconds, predicted rounds) of a Picard solve of `num_steps` steps, `batch` samples."""
+    begin, secs, rounds = 0.0, 0.0, 0
+    while begin < num_steps - 1e-9:
+        n = min(window, math.ceil(num_steps - begin))
+        secs += cost.t(batch * n)
+        rounds += 1
+        begin += max(1.0, min(cost.adv(window), n))
+    return secs, rounds
+
+
+def measure_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, batches, repeats: int = 3,
+                    warmup: int = 1) -> dict[int, float]:
+    """Median wall-clock seconds of `denoiser` over batch sizes (rows), inputs shaped like x[0] / cond[0].
+
+    x: (B, H, D) example input; cond: (B, C) or None. Synchronises CUDA around each call."""
+    H, D = x.shape[1:]
+    out = {}
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.no_grad():
+        for n in sorted(set(int(b) for b in batches)):
+            xs = x[:1].expand(n, H, D).contiguous()
+            cs = None if cond is None else cond[:1].expand(n, cond.shape[1]).contiguous()
+            t = torch.full((n,), 10, dtype=torch.long, device=x.device)
+            times = []
+            for i in range(warmup + repeats):
+                sync()
+                t0 = time.perf_counter()
+                denoiser(xs, t, cs)
+                sync()
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            out[n] = statistics.median(times)
+    return out
+
+
+def cached_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, max_rows: int) -> dict[int, float]:
+    """`measure_latency` over batches 1, 2, 4, ... up to max_rows, measured once per process and key."""
+    key = (id(denoiser), str(x.device), x.dtype, tuple(x.shape[1:]), None if cond is None else cond.shape[1])
+    hit = _LATENCY_CACHE.get(key)
+    if hit is not None and max(hit) >= max_rows:
+        return hit
+    batches, n = [], 1
+    while n < max_rows:
+        batches.append(n)
+        n *= 2
+    batches.append(max_rows)
+    curve = measure_latency(denoiser, x, cond, batches)
+    _LATENCY_CACHE[key] = curve
+    return curve
+
+
+def choose_window(denoiser, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int,
+                  cost_model=None) -> tuple[int, float]:
+    """Window in 1..num_steps minimising the predicted latency; returns (window, predicted seconds).
+
+    cost_model: None (measure this denoiser now, cached), a {batch: seconds} dict, or a `CostModel`."""
+    B = x_T.shape[0]
+    if cost_model is None:
+        cost = CostModel(cached_latency(denoiser, x_T, cond, B * num_steps))
+    elif isinstance(cost_model, CostModel):
+        cost = cost_model
+    elif isinstance(cost_model, dict):
+        cost = CostModel(dict(cost_model))
+    else:
+        raise ValueError(f"cost_model must be None, a {{batch: seconds}} dict or a CostModel, got "
+                         f"{type(cost_model).__name__}")
+    best = min(range(1, num_steps + 1), key=lambda p: (predict(cost, num_steps, p, B)[0], p))
+    return best, predict(cost, num_steps, best, B)[0]

@@ -1,0 +1,326 @@
+"""Exactness of the samplers against diffusers' step loops and against each other (CPU, seconds)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+from parapolicy.sampling import sample_picard, sample_sequential
+from tests.sampling_helpers import GaussianDenoiser, diffusers_loop, tiny_unet
+
+B, H, D, C = 3, 8, 2, 6
+PREDS = ("epsilon", "sample", "v_prediction")
+
+
+def inputs(seed=0, b=B):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, H, D, generator=g), torch.randn(b, C, generator=g)
+
+
+def ddpm(**kw):
+    cfg = dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+    cfg.update(kw)
+    return DDPMScheduler(**cfg)
+
+
+def ddim(**kw):
+    cfg = dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+    cfg.update(kw)
+    return DDIMScheduler(**cfg)
+
+
+def dpm(**kw):
+    cfg = dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
+    cfg.update(kw)
+    return DPMSolverMultistepScheduler(**cfg)
+
+
+def max_err(a, b):
+    return float((a - b).abs().max())
+
+
+# ---------------------------------------------------------------- sequential == diffusers step loop
+
+DDPM_CASES = [dict(prediction_type=p, clip_sample=c, variance_type=v, timestep_spacing=s, n=n)
+              for p, c, v, (s, n) in itertools.product(
+                  PREDS, (True, False), ("fixed_small", "fixed_large"),
+                  (("leading", None), ("leading", 20), ("linspace", 25), ("trailing", 10)))]
+
+
+@pytest.mark.parametrize("case", DDPM_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_ddpm_sequential_equals_diffusers(case):
+    case = dict(case)
+    n = case.pop("n")
+    sched = ddpm(**case)
+    den = GaussianDenoiser(sched.alphas_cumprod, case["prediction_type"], H, D)
+    x_T, cond = inputs()
+    ref, noise = diffusers_loop(sched, den, x_T, cond, n)
+    out = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    assert max_err(out, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("pred,clip,one,spacing", list(itertools.product(
+    PREDS, (True, False), (True, False), ("leading", "trailing", "linspace"))))
+def test_ddim_sequential_equals_diffusers(pred, clip, one, spacing):
+    sched = ddim(prediction_type=pred, clip_sample=clip, set_alpha_to_one=one, timestep_spacing=spacing)
+    den = GaussianDenoiser(sched.alphas_cumprod, pred, H, D)
+    x_T, cond = inputs()
+    ref, _ = diffusers_loop(sched, den, x_T, cond, 20)
+    out = sample_sequential(den, sched, x_T, cond=cond, num_inference_steps=20)
+    assert max_err(out, ref) <= 1e-6
+
+
+DPM_CASES = [dict(prediction_type=p, solver_order=o, solver_type=st, n=n)
+             for p, o, st, n in itertools.product(PREDS, (1, 2, 3), ("midpoint", "heun"), (8, 20))]
+DPM_CASES += [dict(prediction_type="epsilon", solver_order=2, final_sigmas_type="sigma_min", n=10),
+              dict(prediction_type="epsilon", solver_order=3, lower_order_final=False, n=10),
+              dict(prediction_type="epsilon", solver_order=2, euler_at_final=True, n=20),
+              dict(prediction_type="epsilon", solver_order=2, use_karras_sigmas=True, n=12),
+              dict(prediction_type="epsilon", solver_order=2, timestep_spacing="trailing", n=12)]
+
+
+@pytest.mark.parametrize("case", DPM_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_dpmsolver_sequential_equals_diffusers(case):
+    case = dict(case)
+    n = case.pop("n")
+    sched = dpm(**case)
+    den = GaussianDenoiser(sched.alphas_cumprod, case["prediction_type"], H, D)
+    x_T, cond = inputs()
+    ref, _ = diffusers_loop(sched, den, x_T, cond, n)
+    out = sample_sequential(den, sched, x_T, cond=cond, num_inference_steps=n)
+    assert max_err(out, ref) <= 1e-5 * max(1.0, float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("family", ["ddpm", "ddim", "dpm"])
+def test_unet_sequential_equals_diffusers(family):
+    sched, n = {"ddpm": (ddpm(), None), "ddim": (ddim(), 10),
+                "dpm": (dpm(prediction_type="sample"), 10)}[family]
+    den = tiny_unet(C)
+    x_T, cond = inputs()
+    ref, noise = diffusers_loop(sched, den, x_T, cond, n)
+    out = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    assert max_err(out, ref) <= 1e-6
+
+
+def test_generator_noise_matches_diffusers():
+    sched = ddpm(clip_sample=False)
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    out = sample_sequential(den, sched, x_T, cond=cond, num_inference_steps=10,
+                            generator=torch.Generator().manual_seed(5))
+    # our draw is one (S, B, H, D) block; it must equal feeding that block explicitly
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(10, B, H, D, generator=g)
+    again = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=10)
+    assert torch.equal(out, again)
+    x1, _ = sample_picard(den, sched, x_T, cond=cond, num_inference_steps=10, window=4, tol=0,
+                          generator=torch.Generator().manual_seed(5))
+    assert max_err(x1, out) <= 1e-5
+
+
+def test_scheduler_not_mutated():
+    sched = ddpm()
+    sched.set_timesteps(50)
+    before = (sched.timesteps.clone(), sched.num_inference_steps, dict(sched.config))
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    sample_sequential(den, sched, x_T, cond=cond, num_inference_steps=10)
+    sample_picard(den, sched, x_T, cond=cond, num_inference_steps=20)
+    sample_picard(den, sched, x_T, cond=cond)                      # reuses its 50 timesteps
+    assert torch.equal(sched.timesteps, before[0]) and sched.num_inference_steps == 50
+    assert dict(sched.config) == before[2]
+    d = dpm()
+    d.set_timesteps(10)
+    snap = copy.deepcopy(d.__dict__.get("_step_index")), d.lower_order_nums
+    sample_picard(GaussianDenoiser(d.alphas_cumprod), d, x_T, cond=cond)
+    assert (d.__dict__.get("_step_index"), d.lower_order_nums) == snap
+
+
+# ---------------------------------------------------------------- Picard == sequential
+
+FAMILIES = {
+    "ddpm": lambda p: (ddpm(prediction_type=p), 50),
+    "ddim": lambda p: (ddim(prediction_type=p), 25),
+    "dpm2": lambda p: (dpm(prediction_type=p, solver_order=2), 20),
+    "dpm3": lambda p: (dpm(prediction_type=p, solver_order=3), 20),
+}
+
+
+@pytest.mark.parametrize("fam,pred", list(itertools.product(FAMILIES, PREDS)))
+def test_window1_is_sequential_bit_for_bit(fam, pred):
+    sched, n = FAMILIES[fam](pred)
+    den = GaussianDenoiser(sched.alphas_cumprod, pred, H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=1, tol=0.1)
+    assert max_err(out, ref) <= 1e-6
+    assert torch.equal(out, ref)
+    assert st.iterations == n and st.nfe == n and not st.capped
+
+
+@pytest.mark.parametrize("fam,pred,window", list(itertools.product(FAMILIES, PREDS, (2, 5, 16, 1000))))
+def test_tol0_is_sequential_any_window(fam, pred, window):
+    sched, n = FAMILIES[fam](pred)
+    den = GaussianDenoiser(sched.alphas_cumprod, pred, H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=window,
+                            tol=0)
+    assert max_err(out, ref) <= 1e-5
+    assert all(st.converged) and st.iterations <= n
+
+
+@pytest.mark.parametrize("fam", ["ddpm", "ddim", "dpm2"])
+def test_unet_window1_and_tol0(fam):
+    sched, n = {"ddpm": (ddpm(), 30), "ddim": (ddim(), 15), "dpm2": (dpm(prediction_type="sample"), 15)}[fam]
+    den = tiny_unet(C)
+    x_T, cond = inputs()
+    noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    out1, _ = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=1)
+    assert max_err(out1, ref) <= 1e-6
+    for w in (4, n):
+        out, _ = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=w,
+                               tol=0)
+        # batched UNet calls round differently from B-row calls (~1e-7 per evaluation)
+        assert max_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("fam", list(FAMILIES))
+def test_default_tol_is_close_and_cheaper(fam):
+    sched, n = FAMILIES[fam]("epsilon")
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=8)
+    assert all(st.converged) and st.iterations < n
+    assert max_err(out, ref) < 0.05
+    assert torch.equal(out, st.trajectory[-1])
+
+
+# ---------------------------------------------------------------- caps, deadline, init, batches
+
+def test_max_iters_cap_semantics():
+    sched = ddpm()
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(100, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref, ref_traj = sample_sequential(den, sched, x_T, noise=noise, cond=cond, return_trajectory=True)
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=8, tol=0, max_iters=5)
+    assert st.capped and st.iterations == 5 and not any(st.converged)
+    for b in range(B):
+        k = st.converged_steps[b]
+        assert 5 <= k < 100
+        assert max_err(st.trajectory[:k + 1, b], ref_traj[:k + 1, b]) <= 1e-5   # converged prefix exact
+    assert torch.equal(out, st.trajectory[-1])
+    # uncapped continuation from the capped trajectory converges to the same sample
+    out2, st2 = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=8, tol=0, init=st.trajectory)
+    assert max_err(out2, ref) <= 1e-5 and not st2.capped
+
+
+def test_deadline_in_the_past_stops_before_any_round():
+    sched = ddpm()
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    out, st = sample_picard(den, sched, x_T, cond=cond, deadline=time.monotonic() - 1.0)
+    assert st.capped and st.iterations == 0 and den.calls == 0
+    assert torch.equal(out, x_T)                      # the untouched initial iterate: x_T everywhere
+
+
+def test_init_is_respected_and_not_overwritten():
+    sched = ddpm()
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(100, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref, traj = sample_sequential(den, sched, x_T, noise=noise, cond=cond, return_trajectory=True)
+    init = traj.clone()
+    init[0] = 123.0                                   # init[0] is replaced by x_T
+    keep = init.clone()
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=100, tol=0, init=init)
+    assert torch.equal(init, keep)
+    assert st.iterations == 1 and st.nfe == 100       # exact guess: one round confirms it
+    assert max_err(out, ref) <= 1e-6
+    _, cold = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=100, tol=0)
+    assert cold.iterations > 1
+
+
+def test_each_sample_converges_on_its_own():
+    sched = ddpm()
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(100, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref, traj = sample_sequential(den, sched, x_T, noise=noise, cond=cond, return_trajectory=True)
+    init = x_T[None].repeat(101, 1, 1, 1)
+    init[:, 0] = traj[:, 0]                           # sample 0 starts at its exact trajectory
+    den.rows = 0
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=20, tol=0, init=init)
+    assert max_err(out, ref) <= 1e-5
+    assert st.nfe_per_sample[0] == 100                # 5 rounds x 20 steps, then it stops costing
+    assert st.nfe_per_sample[1] > 100 and st.nfe_per_sample[2] > 100
+    rows_per_round = [sum(e - s for _, s, e in w) for w in st.windows]
+    assert den.rows == sum(rows_per_round) == sum(st.nfe_per_sample)
+
+
+@pytest.mark.parametrize("accel", ["anderson", "taa"])
+def test_acceleration_keeps_exactness(accel):
+    sched = ddpm()
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(100, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond)
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=16, tol=0, accel=accel)
+    assert max_err(out, ref) <= 1e-5 and st.accel == accel
+    out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=16, accel=accel)
+    assert all(st.converged) and max_err(out, ref) < 0.05
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_inputs_raise_value_errors():
+    sched = ddpm()
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    nan = x_T.clone()
+    nan[0, 0, 0] = float("nan")
+    cases = [
+        (dict(x_T=x_T[0]), "x_T must be"),
+        (dict(x_T=nan), "x_T contains NaN"),
+        (dict(cond=cond[:2]), "cond must be"),
+        (dict(cond=torch.full_like(cond, float("nan"))), "cond contains NaN"),
+        (dict(noise=torch.zeros(99, B, H, D)), "noise must be"),
+        (dict(noise=torch.full((100, B, H, D), float("nan"))), "noise contains NaN"),
+        (dict(init=torch.zeros(100, B, H, D)), "init must be"),
+        (dict(window=0), "window"),
+        (dict(window=-3), "window"),
+        (dict(window="big"), "window"),
+        (dict(window=True), "window"),
+        (dict(tol=-0.1), "tol"),
+        (dict(max_iters=0), "max_iters"),
+        (dict(accel="newton"), "accel"),
+        (dict(num_inference_steps=0), "num_inference_steps"),
+    ]
+    for kw, msg in cases:
+        args = dict(x_T=x_T, cond=cond)
+        args.update(kw)
+        with pytest.raises(ValueError, match=msg):
+            sample_picard(den, sched, **args)
+    with pytest.raises(ValueError, match="x_T"):
+        sample_sequential(den, sched, nan, cond=cond)
+    with pytest.raises(ValueError, match="EulerDiscreteScheduler"):
+        sample_sequential(den, EulerDiscreteScheduler(), x_T, cond=cond)
+    with pytest.raises(ValueError, match="EulerDiscreteScheduler"):
+        sample_picard(den, EulerDiscreteScheduler(), x_T, cond=cond)
+    with pytest.raises(ValueError, match="algorithm_type"):
+        sample_picard(den, dpm(algorithm_type="sde-dpmsolver++"), x_T, cond=cond, num_inference_steps=10)
+    with pytest.raises(ValueError, match="thresholding"):
+        sample_sequential(den, ddpm(thresholding=True), x_T, cond=cond)
+    with pytest.raises(ValueError, match="denoiser returned"):
+        sample_sequential(lambda x, t, c: x[:, :4], sched, x_T, cond=cond)

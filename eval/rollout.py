@@ -156,9 +156,10 @@ def predict_chunk(policy, sampler, seeds: list[int], chunks: list[int], windows:
     return out, (time.perf_counter() - t0) * 1e3
 
 
-def _shift(traj: torch.Tensor, n: int) -> torch.Tensor:
+def _shift(policy, sampler, traj: torch.Tensor, n: int) -> torch.Tensor:
+    """Warm start: the previous chunk's trajectory (S+1, B, H, D) shifted by the n actions executed since."""
     from parapolicy.sampling import shift_trajectory
-    return shift_trajectory(traj, n)
+    return shift_trajectory(traj, n, scheduler=policy.scheduler(sampler.family, sampler.num_inference_steps))
 
 
 # ------------------------------------------------------------------------------------------ lock-step
@@ -246,7 +247,7 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
         windows = [np.stack(list(s.history)) for s in group]
         inits = None
         if sampler.parallel and sampler.warm_start and all(s.traj is not None for s in group):
-            inits = [_shift(s.traj, s.executed) for s in group]
+            inits = [_shift(policy, sampler, s.traj, s.executed) for s in group]
         out, ms = predict_chunk(policy, sampler, [s.seed for s in group], [s.chunk for s in group], windows,
                                 inits)
         rounds, nfe, capped = _call_stats(out["stats"], n_sampler_steps(policy, sampler))
@@ -338,7 +339,7 @@ def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int
             window = np.stack(list(slot.history))
             inits = None
             if sampler.parallel and sampler.warm_start and slot.traj is not None:
-                inits = [_shift(slot.traj, slot.executed)]
+                inits = [_shift(policy, sampler, slot.traj, slot.executed)]
             out, ms = predict_chunk(policy, sampler, [seed], [slot.chunk], [window], inits)
             rounds, nfe, capped = _call_stats(out["stats"], n_steps)
             result.calls.append(CallRecord(step=t_obs, batch=1, ms=ms, rounds=rounds, nfe=nfe, capped=capped,

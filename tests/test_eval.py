@@ -19,6 +19,15 @@ from eval.rollout import CallCounter, chunk_noise, realtime_schedule, rollout_bl
 MAX_STEPS = 10
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and a loaded 2-core machine slows 2 threads a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     from parapolicy.checkpoint import save_policy_dir
@@ -45,8 +54,9 @@ def policy(tiny_ckpt):
 
 
 def make_env():
-    import envs  # noqa: F401
     import gymnasium as gym
+
+    import envs  # noqa: F401
     return gym.make("parapolicy/PushT-v0", obs_type="keypoints", max_episode_steps=MAX_STEPS)
 
 
@@ -112,11 +122,14 @@ def test_same_noise_gives_same_actions_for_exact_picard(policy):
                         CallCounter(0))
     exact = rollout_block(policy, SamplerConfig("paraddpm", window=3, tol=0.0), "exact",
                           [make_env() for _ in seeds], seeds, MAX_STEPS, CallCounter(0))
-    for r in ref + exact:
+    warm = rollout_block(policy, SamplerConfig("paraddpm", window=3, tol=0.0, warm_start=True), "warm",
+                         [make_env() for _ in seeds], seeds, MAX_STEPS, CallCounter(0))
+    for r in ref + exact + warm:
         assert r.status == "ok", r.error
         assert r.steps == MAX_STEPS and len(r.calls) == math.ceil(MAX_STEPS / policy.n_action_steps)
     for s in seeds:
         np.testing.assert_allclose(_rewards(exact)[s], _rewards(ref)[s], atol=1e-5)
+        np.testing.assert_allclose(_rewards(warm)[s], _rewards(ref)[s], atol=1e-5)
     assert all(c.rounds == 10 and c.nfe == 10 for r in ref for c in r.calls)
 
 

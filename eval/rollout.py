@@ -1,0 +1,408 @@
+"""Closed-loop rollouts of a policy in a gymnasium env; every function returns plain dataclasses.
+
+Same seeds, same noise: the noise of a chunk (x_T and the per-step noise of the reverse process) is drawn from a
+generator seeded by (episode seed, chunk index), so every sampler in a comparison starts each episode from the
+same state and, while the episodes agree, denoises the same noise; differences are the sampler's alone.
+
+Two modes:
+
+* `rollout_block` (default, lock-step): the robot waits for the policy. `len(seeds)` episodes run side by side,
+  one batched policy call per chunk for all running episodes (the UNet sees batch B, or B * window for Picard);
+  each episode executes the chunk's n_action_steps actions, then the next chunk is predicted.
+* `rollout_realtime` (`realtime=true`, one robot): the robot does not wait. Inference of a chunk takes
+  `delay = ceil(latency * latency_scale / dt)` env steps, during which the env keeps executing what is left of
+  the previous chunk, or holds the last commanded target when nothing is left. When the chunk arrives, its
+  actions whose time has passed are dropped (Diffusion Policy's real-robot rule; if all have passed, the last
+  one is executed now), and the rest replace the queue. The next observation is taken when `trigger` actions
+  are left in the queue (0: when it is empty). `latency_scale=0` reproduces the lock-step rollout.
+
+        step:      t0 ........ t0+d ............... t0+n_action_steps
+        robot:     |old chunk / hold|  new chunk a[d] .. a[n-1]
+        policy:    |<- inference ->|
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class CallRecord:
+    """One policy call: the observation's env step, batch size, wall-clock ms, Picard rounds (sequential
+    samplers: rounds = NFE = steps), denoiser evaluations per sample, whether max_iters capped it, and whether
+    it counts as warm-up (excluded from latency statistics)."""
+
+    step: int
+    batch: int
+    ms: float
+    rounds: float
+    nfe: float
+    capped: bool = False
+    warmup: bool = False
+
+
+@dataclass
+class EpisodeResult:
+    """One finished (or failed) episode. `rewards` has one entry per env step."""
+
+    sampler: str
+    seed: int
+    status: str = "ok"
+    """"ok" or "error" (then `error` holds the exception and the other fields what was reached)"""
+    max_reward: float = 0.0
+    final_reward: float = 0.0
+    success: bool = False
+    steps: int = 0
+    rewards: list[float] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+    """wall-clock seconds of this episode: each cycle's time (policy call + env steps) shared equally among the
+    episodes running in it, so the sum over a block is the block's time"""
+    error: str | None = None
+    probe_obs: list = field(default_factory=list)
+    """[(chunk, obs window (n_obs_steps, obs_dim) as lists)] kept for the batch-1 latency / action-error probe"""
+    held_steps: int = 0
+    """realtime: env steps spent holding (no action left while a chunk was computed)"""
+    dropped_actions: int = 0
+    """realtime: actions of new chunks dropped because their time had passed"""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------- noise
+def noise_seed(seed: int, chunk: int) -> int:
+    """A 63-bit generator seed from (episode seed, chunk index) (numpy SeedSequence hashing)."""
+    state = np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1, np.uint64)[0]
+    return int(state) & (2**63 - 1)
+
+
+def chunk_noise(seed: int, chunk: int, horizon: int, input_dim: int, n_steps: int) -> tuple[torch.Tensor,
+                                                                                           torch.Tensor]:
+    """Noise of one chunk: x_T (1, horizon, input_dim) then step noise (n_steps, 1, horizon, input_dim), drawn in
+    that order from one generator, so x_T is identical for samplers with different step counts."""
+    g = torch.Generator().manual_seed(noise_seed(seed, chunk))
+    x_t = torch.randn((1, horizon, input_dim), generator=g)
+    steps = torch.randn((n_steps, 1, horizon, input_dim), generator=g)
+    return x_t, steps
+
+
+def n_sampler_steps(policy, sampler) -> int:
+    """S, the number of reverse steps `sampler` runs on `policy` (the length of step_noise)."""
+    return len(policy.scheduler(sampler.family, sampler.num_inference_steps).timesteps)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _obs_dict(policy, windows: list[np.ndarray]) -> dict:
+    """Stack per-episode observation windows (n_obs_steps, obs_dim) into {key: (B, n_obs_steps, obs_dim)}."""
+    if len(policy.obs_keys) != 1:
+        raise ValueError(f"the eval harness feeds flat observations to one key; policy reads {policy.obs_keys}")
+    return {policy.obs_keys[0]: torch.as_tensor(np.stack(windows), dtype=torch.float32)}
+
+
+def _call_stats(stats, n_steps: int) -> tuple[float, float, bool]:
+    """(rounds, nfe per sample, capped) of a predict_action call; sequential samplers: S, S, False."""
+    if stats is None:
+        return float(n_steps), float(n_steps), False
+    get = stats.get if isinstance(stats, dict) else (lambda k, d=None: getattr(stats, k, d))
+    nfe = get("nfe", n_steps)
+    if isinstance(nfe, torch.Tensor):
+        nfe = nfe.float().mean().item()
+    elif isinstance(nfe, list | tuple | np.ndarray):
+        nfe = float(np.mean(nfe))
+    return float(get("iterations", n_steps)), float(nfe), bool(get("capped", False))
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+class CallCounter:
+    """Counts policy calls per sampler in this process; the first `warmup` calls of each are marked warm-up."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.seen = warmup, {}
+
+    def next_is_warmup(self, label: str) -> bool:
+        n = self.seen.get(label, 0)
+        self.seen[label] = n + 1
+        return n < self.warmup
+
+
+def predict_chunk(policy, sampler, seeds: list[int], chunks: list[int], windows: list[np.ndarray],
+                  inits: list | None = None) -> tuple[dict, float]:
+    """One batched policy call with the per-(seed, chunk) noise -> (predict_action output, wall-clock ms)."""
+    n_steps = n_sampler_steps(policy, sampler)
+    noise = [chunk_noise(s, c, policy.horizon, policy.input_dim, n_steps) for s, c in zip(seeds, chunks)]
+    x_t = torch.cat([n[0] for n in noise]).to(policy.device)
+    step_noise = torch.cat([n[1] for n in noise], dim=1).to(policy.device)
+    init = None
+    if inits is not None and all(i is not None for i in inits):
+        init = torch.cat(inits, dim=1).to(policy.device)
+    obs = _obs_dict(policy, windows)
+    _sync(policy.device)
+    t0 = time.perf_counter()
+    out = policy.predict_action(obs, sampler=sampler, init_noise=x_t, step_noise=step_noise, init=init)
+    _sync(policy.device)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+def _shift(policy, sampler, traj: torch.Tensor, n: int) -> torch.Tensor:
+    """Warm start: the previous chunk's trajectory (S+1, B, H, D) shifted by the n actions executed since."""
+    from parapolicy.sampling import shift_trajectory
+    return shift_trajectory(traj, n, scheduler=policy.scheduler(sampler.family, sampler.num_inference_steps))
+
+
+# ------------------------------------------------------------------------------------------ lock-step
+@dataclass
+class _Slot:
+    env: object
+    seed: int
+    history: deque
+    result: EpisodeResult
+    chunk: int = 0
+    done: bool = False
+    traj: torch.Tensor | None = None
+    executed: int = 0
+    frames: list | None = None
+    pending: np.ndarray | None = None
+
+
+def _flat_obs(obs) -> np.ndarray:
+    if isinstance(obs, dict):
+        raise ValueError("dict observations are not supported by the eval harness yet; use obs_type=keypoints")
+    return np.asarray(obs, dtype=np.float32).reshape(-1)
+
+
+def _reset(env, seed: int, n_obs_steps: int) -> deque:
+    obs, _ = env.reset(seed=int(seed))
+    o = _flat_obs(obs)
+    return deque([o] * n_obs_steps, maxlen=n_obs_steps)
+
+
+def _step(env, slot: _Slot, action: np.ndarray, max_steps: int) -> None:
+    obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
+    r = slot.result
+    r.rewards.append(float(reward))
+    r.steps += 1
+    if isinstance(info, dict) and info.get("is_success", False):
+        r.success = True
+    slot.history.append(_flat_obs(obs))
+    if slot.frames is not None:
+        slot.frames.append(env.render())
+    if terminated or truncated or r.steps >= max_steps:
+        slot.done = True
+
+
+def _finish(r: EpisodeResult) -> EpisodeResult:
+    r.max_reward = max(r.rewards) if r.rewards else 0.0
+    r.final_reward = r.rewards[-1] if r.rewards else 0.0
+    return r
+
+
+def _error(r: EpisodeResult, e: BaseException) -> None:
+    r.status = "error"
+    r.error = "".join(traceback.format_exception_only(type(e), e)).strip()
+
+
+def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max_steps: int,
+                  counter: CallCounter, probe_every: int = 0, record_frames: set | None = None,
+                  on_episode: Callable[[EpisodeResult, list | None], None] | None = None) -> list[EpisodeResult]:
+    """Run len(seeds) episodes side by side (lock-step; envs[i] runs seeds[i]) with one batched policy call per
+    chunk. Returns one EpisodeResult per seed, in order; `on_episode(result, frames)` is called as each ends.
+
+    An exception in one episode's env step is recorded in that episode; an exception in a batched policy call is
+    retried episode by episode so that only the failing episodes are marked "error".
+    probe_every: keep the observation window of every probe_every-th chunk (0: none) in `probe_obs`.
+    record_frames: seeds whose rgb frames are collected (the env must render rgb_array)."""
+    if len(envs) < len(seeds):
+        raise ValueError(f"{len(seeds)} seeds need as many envs, got {len(envs)}")
+    slots: list[_Slot] = []
+    for env, seed in zip(envs, seeds):
+        slot = _Slot(env, seed, deque(), EpisodeResult(sampler=label, seed=int(seed)))
+        if record_frames and seed in record_frames:
+            slot.frames = []
+        try:
+            slot.history = _reset(env, seed, policy.n_obs_steps)
+            if slot.frames is not None:
+                slot.frames.append(env.render())
+        except Exception as e:  # noqa: BLE001 - recorded, the other episodes go on
+            _error(slot.result, e)
+            slot.done = True
+        slots.append(slot)
+    for s in slots:
+        if s.done and on_episode:
+            on_episode(_finish(s.result), None)
+
+    def run_call(group: list[_Slot]) -> None:
+        windows = [np.stack(list(s.history)) for s in group]
+        inits = None
+        if sampler.parallel and sampler.warm_start and all(s.traj is not None for s in group):
+            inits = [_shift(policy, sampler, s.traj, s.executed) for s in group]
+        out, ms = predict_chunk(policy, sampler, [s.seed for s in group], [s.chunk for s in group], windows,
+                                inits)
+        rounds, nfe, capped = _call_stats(out["stats"], n_sampler_steps(policy, sampler))
+        warm = counter.next_is_warmup(label)
+        actions = out["action"].detach().cpu().numpy()
+        traj = out.get("trajectory")
+        for i, s in enumerate(group):
+            s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds, nfe=nfe,
+                                             capped=capped, warmup=warm))
+            if probe_every and s.chunk % probe_every == 0:
+                s.result.probe_obs.append([s.chunk, windows[i].tolist()])
+            s.traj = traj[:, i:i + 1] if traj is not None else None
+            s.pending = actions[i]
+
+    while True:
+        active = [s for s in slots if not s.done]
+        if not active:
+            break
+        t_cycle = time.perf_counter()
+        try:
+            run_call(active)
+        except Exception:  # noqa: BLE001 - isolate the failing episodes
+            for s in active:
+                try:
+                    run_call([s])
+                except Exception as e:  # noqa: BLE001
+                    _error(s.result, e)
+                    s.done = True
+        for s in active:
+            if s.done:
+                continue
+            s.executed = 0
+            try:
+                for a in s.pending:
+                    _step(s.env, s, a, max_steps)
+                    s.executed += 1
+                    if s.done:
+                        break
+            except Exception as e:  # noqa: BLE001
+                _error(s.result, e)
+                s.done = True
+            s.chunk += 1
+        share = (time.perf_counter() - t_cycle) / len(active)
+        for s in active:
+            s.result.wall_s += share
+            if s.done:
+                _finish(s.result)
+                if on_episode:
+                    on_episode(s.result, s.frames)
+    return [s.result for s in slots]
+
+
+# ------------------------------------------------------------------------------------------- realtime
+def realtime_schedule(t_obs: int, t_now: int, actions: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Diffusion Policy's real-robot rule. actions (n, Da) planned for steps t_obs, t_obs+1, ...; the chunk
+    arrives at step t_now >= t_obs. -> ([(step, action)] still in the future, number dropped). If every action's
+    time has passed, the last one is executed now (and is not counted as dropped), as parapolicy.runtime does."""
+    keep = [(t_obs + i, a) for i, a in enumerate(actions) if t_obs + i >= t_now]
+    if not keep:
+        keep = [(t_now, actions[-1])]
+        return keep, len(actions) - 1
+    return keep, len(actions) - len(keep)
+
+
+def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int, counter: CallCounter,
+                     latency_scale: float, control_hz: float, trigger: int = 0, probe_every: int = 0,
+                     hold_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+                     record_frames: bool = False, fixed_latency_s: float | None = None
+                     ) -> tuple[EpisodeResult, list | None]:
+    """One episode in which the robot does not wait for the policy (see the module docstring).
+
+    The latency of a call is its measured wall-clock time times `latency_scale`; it lasts
+    ceil(latency * control_hz) env steps. hold_fn(obs) -> the target held before the first action (default: the
+    last two obs entries, the agent position in Push-T keypoint observations). fixed_latency_s replaces the
+    measured latency (before scaling) by a constant, for deterministic tests and what-if studies."""
+    t_start = time.perf_counter()
+    result = EpisodeResult(sampler=label, seed=int(seed))
+    slot = _Slot(env, seed, deque(), result, frames=[] if record_frames else None)
+    hold_fn = hold_fn or (lambda o: o[-2:])
+    try:
+        slot.history = _reset(env, seed, policy.n_obs_steps)
+        if slot.frames is not None:
+            slot.frames.append(env.render())
+        last = np.asarray(hold_fn(slot.history[-1]), dtype=np.float32)
+        queue: list[tuple[int, np.ndarray]] = []
+        n_steps = n_sampler_steps(policy, sampler)
+        while not slot.done:
+            t_obs = result.steps
+            window = np.stack(list(slot.history))
+            inits = None
+            if sampler.parallel and sampler.warm_start and slot.traj is not None:
+                inits = [_shift(policy, sampler, slot.traj, slot.executed)]
+            out, ms = predict_chunk(policy, sampler, [seed], [slot.chunk], [window], inits)
+            rounds, nfe, capped = _call_stats(out["stats"], n_steps)
+            result.calls.append(CallRecord(step=t_obs, batch=1, ms=ms, rounds=rounds, nfe=nfe, capped=capped,
+                                           warmup=counter.next_is_warmup(label)))
+            if probe_every and slot.chunk % probe_every == 0:
+                result.probe_obs.append([slot.chunk, window.tolist()])
+            traj = out.get("trajectory")
+            slot.traj = traj[:, 0:1] if traj is not None else None
+            slot.chunk += 1
+            latency_s = fixed_latency_s if fixed_latency_s is not None else ms / 1e3
+            delay = math.ceil(latency_s * latency_scale * control_hz - 1e-9)
+            # the robot keeps going while the chunk is computed
+            for _ in range(delay):
+                if slot.done:
+                    break
+                if queue and queue[0][0] <= result.steps:
+                    last = queue.pop(0)[1]
+                else:
+                    result.held_steps += 1
+                _step(env, slot, last, max_steps)
+            if slot.done:
+                break
+            queue, dropped = realtime_schedule(t_obs, result.steps, out["action"][0].detach().cpu().numpy())
+            result.dropped_actions += dropped
+            slot.executed = result.steps - t_obs
+            while len(queue) > trigger and not slot.done:
+                last = queue.pop(0)[1]
+                _step(env, slot, last, max_steps)
+    except Exception as e:  # noqa: BLE001 - recorded, the caller goes on with the next episode
+        _error(result, e)
+    _finish(result)
+    result.wall_s = time.perf_counter() - t_start
+    return result, slot.frames
+
+
+# ---------------------------------------------------------------------------------------------- probe
+def probe(policy, samplers: dict, windows: list[tuple[int, int, list]], warmup: int = 2) -> dict:
+    """Batch-1 latency and action error on recorded observation windows.
+
+    samplers: {label: SamplerConfig}; windows: [(seed, chunk, window (n_obs_steps, obs_dim))]. Each window is
+    run through every sampler (interleaved, cold start) with that (seed, chunk)'s noise, and through the
+    sequential sampler of the same family and step count on the same noise (the reference).
+    -> {label: {"latency_ms": [...] (first `warmup` calls excluded), "rounds": [...], "nfe": [...],
+                "max_action_error": max |a - a_ref| over executed actions in env units, or None}}"""
+    from parapolicy.policy import SamplerConfig
+
+    out = {k: {"latency_ms": [], "rounds": [], "nfe": [], "max_action_error": None} for k in samplers}
+    refs: dict = {}
+    for i, (seed, chunk, window) in enumerate(windows):
+        w = np.asarray(window, dtype=np.float32)
+        for label, cfg in samplers.items():
+            res, ms = predict_chunk(policy, cfg, [seed], [chunk], [w])
+            rounds, nfe, _ = _call_stats(res["stats"], n_sampler_steps(policy, cfg))
+            if i >= warmup:
+                out[label]["latency_ms"].append(ms)
+                out[label]["rounds"].append(rounds)
+                out[label]["nfe"].append(nfe)
+            key = (cfg.family, cfg.num_inference_steps, i)
+            if key not in refs:
+                ref_cfg = SamplerConfig(name=cfg.family, num_inference_steps=cfg.num_inference_steps)
+                refs[key] = res["action"] if not cfg.parallel else \
+                    predict_chunk(policy, ref_cfg, [seed], [chunk], [w])[0]["action"]
+            err = float((res["action"] - refs[key]).abs().max())
+            prev = out[label]["max_action_error"]
+            out[label]["max_action_error"] = err if prev is None else max(prev, err)
+    return out

@@ -1,0 +1,435 @@
+"""Closed-loop evaluation of samplers on one policy: `python -m eval.run [hydra overrides]`.
+
+    python -m eval.run                                   # ddpm vs paraddpm, shipped Push-T policy
+    python -m eval.run samplers=[ddpm,paraddpm,paraddim] n_episodes=50 n_envs=10
+    python -m eval.run realtime=true n_envs=1            # latency-aware mode
+    python -m eval.run -m sampler.window=4,8,16 hydra/launcher=joblib   # a sweep, then python -m eval.report DIR
+
+Outputs go to the Hydra run dir (see configs/eval.yaml): episodes.jsonl, results.json, results.md, *.png,
+wandb/ (offline by default). Rerunning with the same `hydra.run.dir` resumes: finished episodes are skipped.
+Every sampler in a run sees the same episode seeds and the same per-(seed, chunk) noise (eval.rollout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAMPLER_KNOBS = ("num_inference_steps", "window", "tol", "max_iters", "accel", "warm_start")
+
+
+@dataclass
+class EvalConfig:
+    """The validated evaluation config (configs/eval.yaml documents each key)."""
+
+    policy: dict
+    env: dict
+    sampler: dict
+    samplers: list
+    n_episodes: int = 10
+    seed_start: int = 100000
+    n_envs: int = 5
+    device: str = "cpu"
+    max_steps: int = 300
+    num_threads: int | None = None
+    realtime: bool = False
+    latency_scale: float = 1.0
+    realtime_trigger: int = 0
+    warmup_calls: int = 2
+    probe_calls: int = 20
+    videos: int = 0
+    progress: bool = True
+    plots: bool = True
+    resume: bool = True
+    wandb: dict = field(default_factory=lambda: {"mode": "offline"})
+
+
+def _err(key: str, msg: str) -> ValueError:
+    return ValueError(f"config key '{key}': {msg}")
+
+
+def _int(cfg: dict, key: str, lo: int | None = None, allow_none: bool = False) -> None:
+    v = cfg.get(key)
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _err(key, f"must be an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise _err(key, f"must be >= {lo}, got {v}")
+
+
+def sampler_configs(cfg: dict) -> dict:
+    """{label: SamplerConfig} from `samplers` (names, or dicts of SamplerConfig fields) over the shared knobs in
+    `sampler`. Labels are the names, with the knobs that differ from `sampler` appended when a name repeats."""
+    from parapolicy.policy import SamplerConfig
+
+    base = dict(cfg.get("sampler") or {})
+    unknown = sorted(set(base) - set(SAMPLER_KNOBS))
+    if unknown:
+        raise _err(f"sampler.{unknown[0]}", f"unknown knob; the sampler group takes {', '.join(SAMPLER_KNOBS)}")
+    entries = cfg.get("samplers")
+    if not isinstance(entries, list | tuple) or not entries:
+        raise _err("samplers", f"must be a non-empty list of sampler names or dicts, got {entries!r}")
+    out = {}
+    for i, entry in enumerate(entries):
+        key = f"samplers[{i}]"
+        if isinstance(entry, str):
+            spec, extra = dict(base, name=entry), {}
+        elif isinstance(entry, dict):
+            if "name" not in entry:
+                raise _err(key, f"a sampler dict needs 'name', got {entry!r}")
+            bad = sorted(set(entry) - set(SAMPLER_KNOBS) - {"name", "label"})
+            if bad:
+                raise _err(f"{key}.{bad[0]}", f"unknown knob; choose from name, label, {', '.join(SAMPLER_KNOBS)}")
+            extra = {k: v for k, v in entry.items() if k not in ("name", "label")}
+            spec = dict(base, **extra, name=entry["name"])
+        else:
+            raise _err(key, f"must be a sampler name or a dict, got {entry!r}")
+        try:
+            sc = SamplerConfig(**spec)
+        except ValueError as e:
+            raise _err(key, str(e)) from None
+        label = entry.get("label") if isinstance(entry, dict) and entry.get("label") else sc.name
+        if isinstance(entry, dict) and not entry.get("label") and extra:
+            label += "(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")"
+        if label in out:
+            raise _err(key, f"sampler {label!r} appears twice; give one a 'label'")
+        out[label] = sc
+    return out
+
+
+def validate(raw: dict) -> tuple[EvalConfig, dict]:
+    """Check every value before any episode runs -> (EvalConfig, {label: SamplerConfig}). Raises ValueError
+    naming the offending key."""
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    unknown = sorted(set(raw) - names - {"hydra"})
+    if unknown:
+        raise _err(unknown[0], f"unknown key; known keys: {', '.join(sorted(names))}")
+    cfg = {k: v for k, v in raw.items() if k in names}
+    for key, lo in (("n_episodes", 1), ("n_envs", 1), ("max_steps", 1), ("seed_start", 0),
+                    ("warmup_calls", 0), ("probe_calls", 0), ("videos", 0), ("realtime_trigger", 0)):
+        if key in cfg:
+            _int(cfg, key, lo)
+    if "num_threads" in cfg:
+        _int(cfg, "num_threads", 1, allow_none=True)
+    ls = cfg.get("latency_scale", 1.0)
+    if isinstance(ls, bool) or not isinstance(ls, int | float) or not ls >= 0:
+        raise _err("latency_scale", f"must be a number >= 0, got {ls!r}")
+    for key in ("realtime", "progress", "plots", "resume"):
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise _err(key, f"must be true or false, got {cfg[key]!r}")
+    if not isinstance(cfg.get("policy"), dict) or not cfg["policy"].get("path"):
+        raise _err("policy.path", "a checkpoint path or built-in name is required")
+    if not isinstance(cfg.get("env"), dict) or not cfg["env"].get("id"):
+        raise _err("env.id", "a gymnasium env id is required")
+    hz = cfg["env"].get("control_hz", 10)
+    if isinstance(hz, bool) or not isinstance(hz, int | float) or not hz > 0:
+        raise _err("env.control_hz", f"must be a number > 0, got {hz!r}")
+    device = cfg.get("device", "cpu")
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith(("cuda", "mps"))):
+        raise _err("device", f"must be cpu, cuda[:i] or mps, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise _err("device", f"{device} requested but torch sees no CUDA device")
+    wb = dict(cfg.get("wandb") or {})
+    from eval.wandb_log import MODES
+    if wb.get("mode") not in MODES:
+        raise _err("wandb.mode", f"must be one of {', '.join(MODES)} (set explicitly), got {wb.get('mode')!r}")
+    cfg["wandb"] = wb
+    samplers = sampler_configs(cfg)
+    ec = EvalConfig(**cfg)
+    if ec.realtime and ec.n_envs != 1:
+        raise _err("n_envs", "realtime=true simulates one robot whose latency is measured per call: set n_envs=1")
+    return ec, samplers
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def make_env_factory(env_cfg: dict, max_steps: int, render: bool = False):
+    """-> a function making one env: gymnasium.make(id, max_episode_steps=max_steps, **kwargs); ids in the
+    parapolicy/ namespace import `envs` first (registration)."""
+    kwargs = {k: v for k, v in env_cfg.items() if k not in ("id", "control_hz")}
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+
+    def make():
+        import gymnasium as gym
+        if env_cfg["id"].startswith("parapolicy/"):
+            import envs  # noqa: F401 - registers parapolicy/PushT-v0
+        return gym.make(env_cfg["id"], max_episode_steps=max_steps, **kwargs)
+
+    return make
+
+
+def _hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_keys(ec: EvalConfig, samplers: dict, policy) -> dict:
+    """{label: key}: an episode recorded under the same key is the same experiment (resume skips it)."""
+    common = {"policy": ec.policy.get("path"), "policy_config": _hash(policy.config), "env": ec.env,
+              "max_steps": ec.max_steps, "realtime": ec.realtime,
+              "rt": [ec.latency_scale, ec.realtime_trigger] if ec.realtime else None}
+    return {label: _hash({**common, "sampler": dataclasses.asdict(sc)}) for label, sc in samplers.items()}
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "numpy": numpy.__version__}
+    for mod in ("diffusers", "gymnasium", "pymunk", "hydra", "wandb"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            out[mod] = None
+    try:
+        from importlib.metadata import version
+        out["parapolicy"] = version("parapolicy")
+    except Exception:  # noqa: BLE001
+        import parapolicy
+        out["parapolicy"] = getattr(parapolicy, "__version__", None)
+    return out
+
+
+def reference_label(samplers: dict) -> str:
+    """The sampler paired differences are taken against: the first sequential one, else the first."""
+    return next((k for k, s in samplers.items() if not s.parallel), next(iter(samplers)))
+
+
+# ---------------------------------------------------------------------------------------------- results
+def aggregate(ec: EvalConfig, samplers: dict, keys: dict, records: list[dict], probe_out: dict | None,
+              extra: dict) -> tuple[dict, dict]:
+    """Per-sampler metrics and paired differences from the episode records -> (results, latencies {label: ms})."""
+    from eval.metrics import paired_difference, sampler_metrics, summary
+
+    latest = {}
+    for r in records:  # the last record of an episode wins (a retried error is replaced by its rerun)
+        if r.get("key") == keys.get(r.get("sampler")):
+            latest[(r["sampler"], r["seed"])] = r
+    seeds = set(range(ec.seed_start, ec.seed_start + ec.n_episodes))
+    per, lat_all, scores, succ = {}, {}, {}, {}
+    for label in samplers:
+        eps = [r for (lab, s), r in sorted(latest.items()) if lab == label and s in seeds]
+        ok = [e for e in eps if e["status"] == "ok"]
+        calls = [c for e in ok for c in e["calls"]]
+        rollout_lat = [c["ms"] for c in calls if not c["warmup"] and c["batch"] == 1]
+        if ec.n_envs == 1 and rollout_lat:
+            lat, source = rollout_lat, "rollout (every batch-1 call, warm-up excluded)"
+        elif probe_out and probe_out.get(label, {}).get("latency_ms"):
+            lat, source = probe_out[label]["latency_ms"], (
+                f"probe ({len(probe_out[label]['latency_ms'])} batch-1 calls on recorded observations)")
+        else:
+            lat, source = [], "none"
+        lat_all[label] = lat
+        err = probe_out.get(label, {}).get("max_action_error") if probe_out else None
+        m = sampler_metrics(ok, lat, source, [c["rounds"] for c in calls], [c["nfe"] for c in calls],
+                            sum(e.get("wall_s", 0.0) for e in eps), err)
+        m["n_errors"] = len(eps) - len(ok)
+        m["errors"] = [{"seed": e["seed"], "error": e["error"]} for e in eps if e["status"] != "ok"][:10]
+        m["vectorised_call_ms"] = summary([c["ms"] for c in calls if not c["warmup"]])
+        if ec.realtime:
+            m["held_steps_per_episode"] = sum(e["held_steps"] for e in ok) / max(1, len(ok))
+            m["dropped_actions_per_episode"] = sum(e["dropped_actions"] for e in ok) / max(1, len(ok))
+        m["sampler_config"] = dataclasses.asdict(samplers[label])
+        per[label] = m
+        scores[label] = {e["seed"]: e["max_reward"] for e in ok}
+        succ[label] = {e["seed"]: 100.0 if e["success"] else 0.0 for e in ok}
+    ref = reference_label(samplers)
+    paired = {label: {"max_reward": paired_difference(scores[ref], scores[label]),
+                      "success": paired_difference(succ[ref], succ[label])}
+              for label in samplers if label != ref}
+    for p in paired.values():
+        for v in p.values():
+            v.pop("seeds", None)
+    results = {"samplers": per, "reference": ref, "paired": paired, **extra}
+    return results, lat_all
+
+
+def _probe_windows(records: list[dict], label: str, key: str, n: int) -> list[tuple[int, int, list]]:
+    pool = [(r["seed"], c, w) for r in records if r.get("sampler") == label and r.get("key") == key
+            and r["status"] == "ok" for c, w in r.get("probe_obs", [])]
+    if len(pool) <= n:
+        return pool
+    idx = [round(i * (len(pool) - 1) / (n - 1)) for i in range(n)] if n > 1 else [0]
+    return [pool[i] for i in idx]
+
+
+def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
+    """Run (or resume) an evaluation into out_dir and write every output. Returns the results dict."""
+    ec, samplers = validate(raw_cfg)
+    import numpy as np
+    import torch
+
+    from eval import outputs
+    from eval.rollout import CallCounter, probe, rollout_block, rollout_realtime
+    from parapolicy.policy import load_policy
+
+    if ec.num_threads:
+        torch.set_num_threads(ec.num_threads)
+    try:
+        policy = load_policy(ec.policy["path"], device=ec.device)
+    except (FileNotFoundError, ValueError) as e:
+        raise _err("policy.path", str(e)) from None
+    make_env = make_env_factory(ec.env, ec.max_steps)
+    try:
+        probe_env = make_env()
+        probe_env.close()
+    except Exception as e:  # noqa: BLE001
+        raise _err("env.id", f"cannot make {ec.env.get('id')!r}: {type(e).__name__}: {e}") from None
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ep_path = out / "episodes.jsonl"
+    keys = run_keys(ec, samplers, policy)
+    if not ec.resume and ep_path.exists():
+        ep_path.rename(out / f"episodes.{int(time.time())}.jsonl.bak")
+    records = outputs.read_jsonl(ep_path)
+    done = {(r["sampler"], r["seed"]) for r in records if r.get("status") == "ok" and r.get("key") == keys.get(
+        r.get("sampler"))}
+    seeds = list(range(ec.seed_start, ec.seed_start + ec.n_episodes))
+    ref = reference_label(samplers)
+    video_seeds = set(seeds[:ec.videos])
+    probe_every = max(1, ec.max_steps // policy.n_action_steps // 4)  # ~4 windows per episode
+    counter = CallCounter(ec.warmup_calls)
+    config_record = {**dataclasses.asdict(ec), "samplers_resolved": {k: dataclasses.asdict(v)
+                                                                      for k, v in samplers.items()},
+                     "policy_source": policy.source, "policy_resolved_path": policy.path, "out_dir": str(out)}
+
+    total = len(seeds) * len(samplers)
+    bar = None
+    if ec.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=len([d for d in done if d[1] in seeds]), desc="episodes", unit="ep",
+                   file=sys.stderr, dynamic_ncols=True)
+
+    def on_episode(label: str):
+        def f(res, frames):
+            rec = res.to_dict()
+            rec.update(key=keys[label], time=time.time())
+            if label != ref:
+                rec["probe_obs"] = []
+            outputs.append_jsonl(ep_path, rec)
+            records.append(rec)
+            if frames:
+                try:
+                    outputs.write_gif(frames, out / f"episode_{label}_{res.seed}.gif")
+                except Exception as e:  # noqa: BLE001 - a video never costs the episode
+                    print(f"warning: gif for {label} seed {res.seed} failed: {e}", file=sys.stderr)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{label} seed {res.seed} max_reward {res.max_reward:.2f}")
+        return f
+
+    # one untimed call per sampler on a real first observation: imports, scheduler set-up and first-call
+    # allocations then count in no episode's time (the warm-up calls are excluded from latency as well)
+    todo_any = [label for label in samplers if any((label, s) not in done for s in seeds)]
+    if todo_any:
+        from eval.rollout import _reset, predict_chunk
+        env = make_env()
+        window = np.stack(list(_reset(env, seeds[0], policy.n_obs_steps)))
+        env.close()
+        for label in todo_any:
+            predict_chunk(policy, samplers[label], [seeds[0]], [0], [window] * 1)
+
+    interrupted = False
+    t0 = time.time()
+    envs_cache: dict = {}
+    try:
+        for b in range(0, len(seeds), ec.n_envs):
+            block = seeds[b:b + ec.n_envs]
+            for label, sc in samplers.items():  # samplers interleaved per block: fair under CPU drift
+                todo = [s for s in block if (label, s) not in done]
+                if not todo:
+                    continue
+                render = bool(video_seeds & set(todo))
+                if render not in envs_cache:
+                    envs_cache[render] = [make_env_factory(ec.env, ec.max_steps, render)()
+                                          for _ in range(ec.n_envs)]
+                envs = envs_cache[render]
+                frames_for = video_seeds & set(todo) if render else None
+                if ec.realtime:
+                    for s in todo:
+                        res, frames = rollout_realtime(policy, sc, label, envs[0], s, ec.max_steps, counter,
+                                                       ec.latency_scale, ec.env.get("control_hz", 10),
+                                                       ec.realtime_trigger, probe_every,
+                                                       record_frames=bool(frames_for and s in frames_for))
+                        on_episode(label)(res, frames)
+                else:
+                    rollout_block(policy, sc, label, envs, todo, ec.max_steps, counter, probe_every,
+                                  frames_for, on_episode(label))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: writing results of the finished episodes", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+        for envs in envs_cache.values():
+            for e in envs:
+                try:
+                    e.close()
+                except Exception:  # noqa: BLE001
+                    pass
+    run_s = time.time() - t0
+
+    probe_out = None
+    if not interrupted and ec.probe_calls > 0:
+        windows = _probe_windows(records, ref, keys[ref], ec.probe_calls + ec.warmup_calls)
+        if windows:
+            probe_out = probe(policy, samplers, windows, warmup=min(ec.warmup_calls, len(windows) - 1))
+    extra = {"config": config_record, "versions": versions(), "interrupted": interrupted,
+             "run_seconds_this_process": run_s,
+             "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}
+    results, latencies = aggregate(ec, samplers, keys, records, probe_out, extra)
+    outputs.write_json(out / "results.json", results)
+    md = outputs.results_markdown(results)
+    outputs.atomic_write_text(out / "results.md", md)
+    episodes = [r for r in records if r.get("key") == keys.get(r.get("sampler"))]
+    plots = []
+    if ec.plots:
+        try:
+            plots = outputs.make_plots(results, episodes, latencies, out)
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: plots failed: {e}", file=sys.stderr)
+    if interrupted:
+        print(md)
+        raise KeyboardInterrupt
+    from eval.wandb_log import log_results
+
+    wb = dict(ec.wandb)
+    wb.setdefault("name", out.name)
+    results["wandb"] = log_results(results, episodes, latencies, plots, wb, str(out))
+    outputs.write_json(out / "results.json", results)
+    print(md)
+    if results["wandb"]["status"] == "failed":
+        print(f"warning: wandb logging failed ({results['wandb']['error']}); local results are complete",
+              file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
+    def _main(cfg) -> float | None:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        res = evaluate(raw, HydraConfig.get().runtime.output_dir)
+        ref = res["samplers"][res["reference"]]
+        return ref["mean_score"]
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -245,8 +245,10 @@ class Denoiser:
 
 def distill_batch(student: torch.nn.Module, teacher: Denoiser, x0: torch.Tensor, cond: torch.Tensor,
                   student_grid: tuple[int, ...], teacher_stride: int, parameterization: str, weighting: str,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Algorithm 2 loss on one batch: x0 (B,H,D) normalised actions, cond (B,C) -> scalar loss.
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Algorithm 2 on one batch: x0 (B,H,D) normalised actions, cond (B,C) ->
+    {"loss": (B,) weighted squared error (backpropagates), "t": (B,) long,
+     "landing": (B,) no-grad mean squared distance of the student's one DDIM step from the teacher's z_t''}.
 
     t uniform on the student grid, z_t = alpha_t x + sigma_t eps; two teacher DDIM steps t -> t - s -> t - 2s
     (s = teacher stride; below 0 is the clean end); target in the student's parameterisation."""
@@ -258,15 +260,21 @@ def distill_batch(student: torch.nn.Module, teacher: Denoiser, x0: torch.Tensor,
     ac = teacher.alphas_cumprod
     a_t, s_t = alpha_sigma(ac, t)
     a_e, s_e = alpha_sigma(ac, t_end)
-    z = (_b(a_t, x0) * x0.to(torch.float64) + _b(s_t, x0) * eps.to(torch.float64)).to(x0.dtype)
+    z64 = _b(a_t, x0) * x0.to(torch.float64) + _b(s_t, x0) * eps.to(torch.float64)
+    z = z64.to(x0.dtype)
+    z64 = z.to(torch.float64)
     with torch.no_grad():
         z_end = teacher.step(teacher.step(z, t, t_mid, cond), t_mid, t_end, cond)
-        x_tilde = distill_target_x(z.to(torch.float64), z_end.to(torch.float64), a_t, s_t, a_e, s_e)
-        target = x_to_v(x_tilde, z.to(torch.float64), a_t, s_t) if parameterization == "v" else x_tilde
+        x_tilde = distill_target_x(z64, z_end.to(torch.float64), a_t, s_t, a_e, s_e)
+        target = x_to_v(x_tilde, z64, a_t, s_t) if parameterization == "v" else x_tilde
         w = loss_weight(a_t, s_t, weighting, parameterization)
     out = student(z, t, global_cond=cond)
-    err = (out - target.to(out.dtype)) ** 2
-    return (_b(w, err) * err).mean()
+    err = ((out - target.to(out.dtype)) ** 2).flatten(1).mean(1)
+    with torch.no_grad():  # z_t'' error of the student's step = (alpha'' - (sigma''/sigma) alpha) (x_hat - x~)
+        x_hat = pred_to_x(out.detach().to(torch.float64), z64, a_t, s_t, PARAMETERIZATIONS[parameterization])
+        k = a_e - s_e / s_t * a_t
+        landing = (_b(k, x_hat) * (x_hat - x_tilde)).pow(2).flatten(1).mean(1)
+    return {"loss": w.to(err.dtype) * err, "t": t, "landing": landing}
 
 
 # ------------------------------------------------------------------------------------------ the training
@@ -313,6 +321,8 @@ class DistillConfig:
     stdout line that is a JSON object (e.g. with mean_score) is logged"""
     wandb: bool = False
     wandb_mode: str = "offline"
+    command: str = ""
+    """the command line, recorded in the student's config (set by main)"""
 
     def __post_init__(self):
         if self.parameterization not in PARAMETERIZATIONS:
@@ -426,7 +436,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * round_index + step)
     t0, losses = time.time(), []
     info = {"round": round_index, "teacher": teacher_ckpt.path, "teacher_steps": len(t_grid),
-            "student_steps": len(s_grid)}
+            "student_steps": len(s_grid), "command": cfg.command}
     print(f"round {round_index}: teacher DDIM-{len(t_grid)} {list(t_grid[:3])}.. -> student DDIM-{len(s_grid)} "
           f"{list(s_grid)}", flush=True)
 
@@ -438,8 +448,9 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
     with open(round_dir / "log.jsonl", "a") as log_f:
         while step < cfg.steps_per_round:
             idx = torch.randint(0, len(tr_obs), (cfg.batch_size,), generator=gen)
-            loss = distill_batch(student, teacher, tr_act[idx], tr_obs[idx], s_grid, t_stride, cfg.parameterization,
-                                 cfg.weighting, generator=gen)
+            res = distill_batch(student, teacher, tr_act[idx], tr_obs[idx], s_grid, t_stride, cfg.parameterization,
+                                cfg.weighting, generator=gen)
+            loss = res["loss"].mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -451,11 +462,19 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
                     pe.mul_(d).add_(pm.detach(), alpha=1 - d)
                 for be, bm in zip(ema.buffers(), student.buffers()):
                     be.copy_(bm)
-            losses.append(loss.item())
+            hi = (res["t"] >= t_train // 2).to(res["loss"].dtype)
+            losses.append((loss.item(), float((res["loss"].detach() * hi).sum()), float(hi.sum()),
+                           float(res["landing"].mean())))
             if step % cfg.log_every == 0 or step == cfg.steps_per_round:
                 el = seconds + time.time() - t0
+                a = np.asarray(losses)
+                n_hi, n_all = a[:, 2].sum(), len(a) * cfg.batch_size
                 rec = {"round": round_index, "student_steps": len(s_grid), "step": step,
-                       "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0], "seconds": round(el, 1),
+                       "loss": float(a[:, 0].mean()),
+                       "loss_t_high": float(a[:, 1].sum() / max(n_hi, 1)),
+                       "loss_t_low": float((a[:, 0].sum() * cfg.batch_size - a[:, 1].sum()) / max(n_all - n_hi, 1)),
+                       "landing_mse": float(a[:, 3].mean()),
+                       "lr": sched.get_last_lr()[0], "seconds": round(el, 1),
                        "sec_per_step": round(el / step, 3),
                        "eta_min": round(el / step * (cfg.steps_per_round - step) / 60, 1)}
                 losses = []
@@ -480,8 +499,9 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
     if n:
         g = torch.Generator().manual_seed(12345)
         with torch.no_grad():
-            summary["val_loss"] = float(distill_batch(final, teacher, va_act[:n], va_obs[:n], s_grid, t_stride,
-                                                      cfg.parameterization, cfg.weighting, generator=g))
+            res = distill_batch(final, teacher, va_act[:n], va_obs[:n], s_grid, t_stride, cfg.parameterization,
+                                cfg.weighting, generator=g)
+        summary["val_loss"], summary["val_landing_mse"] = float(res["loss"].mean()), float(res["landing"].mean())
         stu = Denoiser(final, PARAMETERIZATIONS[cfg.parameterization],
                        1.0 if cfg.student_clip_sample else None, teacher.alphas_cumprod)
         summary.update(sample_gap(teacher, t_grid, stu, s_grid, va_obs[:n], tuple(va_act[:n].shape)))
@@ -542,6 +562,8 @@ def distill(cfg: DistillConfig, data=None) -> list[dict]:
 def parse_args(argv=None) -> DistillConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(DistillConfig):
+        if f.name == "command":
+            continue
         flag = "--" + f.name.replace("_", "-")
         typ = str(f.type)
         if typ == "bool":
@@ -556,7 +578,9 @@ def parse_args(argv=None) -> DistillConfig:
 
 
 def main(argv=None):
+    import sys
     cfg = parse_args(argv)
+    cfg.command = "python -m parapolicy.distill " + " ".join(sys.argv[1:] if argv is None else argv)
     done = distill(cfg)
     for d in done:
         print(f"round {d['round']}: DDIM-{d['student_steps']} student at {d['policy']} "

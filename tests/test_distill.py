@@ -184,6 +184,46 @@ def test_gaussian_data_float64_rederivation():
         np.testing.assert_allclose(x_ours.numpy(), x_np, rtol=1e-9, atol=1e-9)
 
 
+class _PointMass(torch.nn.Module):
+    """Exact denoiser of data concentrated on mu, in a chosen parameterisation: net(z, t, global_cond)."""
+
+    def __init__(self, mu: torch.Tensor, kind: str):
+        super().__init__()
+        self.mu, self.kind, self.ac = mu, kind, _ac()
+        self.scale = torch.nn.Parameter(torch.ones(()))  # something for autograd to reach
+
+    def forward(self, z, t, global_cond=None):
+        a, s = D.alpha_sigma(self.ac, t)
+        a, s = a[:, None, None].float(), s[:, None, None].float()
+        eps = (z - a * self.mu) / s
+        out = {"sample": self.mu.expand_as(z), "epsilon": eps, "v_prediction": a * eps - s * self.mu}[self.kind]
+        return self.scale * out
+
+
+@pytest.mark.parametrize("parameterization", ["v", "x"])
+def test_distill_batch_exact_student_has_zero_loss(parameterization):
+    """Point-mass data: teacher and student both exact (teacher epsilon with clipping, student in its own
+    parameterisation), so the loss and the landing error vanish on every grid; a wrong student does not."""
+    mu = torch.tensor([0.3, -0.7])
+    teacher = D.Denoiser(_PointMass(mu, "epsilon"), "epsilon", 1.0, _ac())
+    x0, cond = mu.expand(16, 8, 2).clone(), torch.zeros(16, 3)
+    g100 = D.scheduler_grid(TEACHER_SCHED, T)
+    for tgrid in (g100, D.halving_schedule(g100, T, 2)[-1]):
+        sgrid = D.halve_grid(tgrid, T)
+        stride = tgrid[0] - tgrid[1]
+        student = _PointMass(mu, D.PARAMETERIZATIONS[parameterization])
+        res = D.distill_batch(student, teacher, x0, cond, sgrid, stride, parameterization, "truncated_snr",
+                              generator=torch.Generator().manual_seed(5))
+        assert set(res["t"].tolist()) <= set(sgrid)
+        assert res["loss"].max() < 1e-6 and res["landing"].max() < 1e-9, (res["loss"].max(), res["landing"].max())
+        res["loss"].mean().backward()
+        with torch.no_grad():
+            student.scale.fill_(1.1)
+        res = D.distill_batch(student, teacher, x0, cond, sgrid, stride, parameterization, "truncated_snr",
+                              generator=torch.Generator().manual_seed(5))
+        assert res["loss"].min() > 1e-4
+
+
 def test_loss_weights_x_and_v_agree():
     ac = _ac()
     t = torch.tensor([1, 15, 50, 95, 99])

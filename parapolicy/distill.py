@@ -31,6 +31,7 @@ and 6 -> 3 is refused: stride 32 != 100 // 3, which diffusers' DDIM cannot repre
 
 Run:  python -m parapolicy.distill --teacher runs/pusht_keypoints/policy --out runs/distill --rounds 4
 Rerunning the same command resumes (round directories hold `train_state.pt`; finished rounds `round.json`).
+Add --plan to time a few training steps and print the projected minutes per round (writes nothing).
 """
 
 from __future__ import annotations
@@ -559,6 +560,42 @@ def distill(cfg: DistillConfig, data=None) -> list[dict]:
     return done
 
 
+def plan(cfg: DistillConfig, data=None, n_steps: int = 5) -> dict:
+    """Time `n_steps` training steps (after one warm-up step) of round 1 at cfg.batch_size without writing
+    anything; print and return sec_per_step and the projected minutes per round and for all rounds."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    ck = load_checkpoint(cfg.teacher)
+    t_train = int(ck.config["scheduler"].get("num_train_timesteps", 1000))
+    t_grid = scheduler_grid(ck.config["scheduler"], int(ck.config["num_inference_steps"]))
+    grids = halving_schedule(t_grid, t_train, cfg.rounds)
+    if data is None:
+        data = load_windows(cfg, ck.config, LinearNormalizer().load_flat_state(ck.normalizer_state))
+    (obs, act), _ = data
+    teacher = Denoiser.from_checkpoint(ck)
+    teacher.net.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher.net).requires_grad_(True).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(n_steps + 1):
+        t0 = time.perf_counter()
+        idx = torch.randint(0, len(obs), (cfg.batch_size,), generator=gen)
+        loss = distill_batch(student, teacher, act[idx], obs[idx], grids[0], _check_grid(t_grid, t_train),
+                             cfg.parameterization, cfg.weighting, generator=gen)["loss"].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    sps = float(np.median(times[1:]))
+    res = {"batch_size": cfg.batch_size, "threads": torch.get_num_threads(), "sec_per_step": round(sps, 3),
+           "min_per_round": round(sps * cfg.steps_per_round / 60, 1),
+           "min_all_rounds": round(sps * cfg.steps_per_round * cfg.rounds / 60, 1),
+           "student_steps": [len(g) for g in grids]}
+    print(json.dumps(res), flush=True)
+    return res
+
+
 def parse_args(argv=None) -> DistillConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(DistillConfig):
@@ -579,8 +616,13 @@ def parse_args(argv=None) -> DistillConfig:
 
 def main(argv=None):
     import sys
-    cfg = parse_args(argv)
-    cfg.command = "python -m parapolicy.distill " + " ".join(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--plan" in args:
+        args.remove("--plan")
+        plan(parse_args(args))
+        return
+    cfg = parse_args(args)
+    cfg.command = "python -m parapolicy.distill " + " ".join(args)
     done = distill(cfg)
     for d in done:
         print(f"round {d['round']}: DDIM-{d['student_steps']} student at {d['policy']} "

@@ -365,3 +365,13 @@ def test_student_runs_through_policy_predict_action(tmp_path):
     assert torch.allclose(res["action_pred"], ref, atol=1e-4), (res["action_pred"] - ref).abs().max()
     if res["stats"] is not None and hasattr(res["stats"], "nfe"):
         assert res["stats"].nfe == 50
+
+
+def test_plan_times_steps_and_writes_nothing(tmp_path):
+    teacher, data, _ = _tiny_teacher(tmp_path)
+    cfg = D.DistillConfig(teacher=str(teacher), out=str(tmp_path / "never"), rounds=3, steps_per_round=1000,
+                          batch_size=8)
+    res = D.plan(cfg, data=data, n_steps=2)
+    assert res["student_steps"] == [50, 25, 12] and res["sec_per_step"] > 0
+    assert res["min_all_rounds"] >= res["min_per_round"]
+    assert not (tmp_path / "never").exists()

@@ -341,14 +341,15 @@ class DistillConfig:
 
 def student_config(teacher_cfg: dict, grid: tuple[int, ...], cfg: DistillConfig, info: dict) -> dict:
     """The student's checkpoint config: the teacher's, with the student's prediction type, clipping, grid
-    (timestep_spacing/steps_offset) and step count; `distillation` records how it was made."""
+    (timestep_spacing/steps_offset) and step count, default_sampler "ddim" (what it was trained for);
+    `distillation` records how it was made."""
     sk = dict(teacher_cfg["scheduler"])
     t_train = int(sk.get("num_train_timesteps", 1000))
     sk.update(prediction_type=PARAMETERIZATIONS[cfg.parameterization], clip_sample=cfg.student_clip_sample,
               **grid_scheduler_fields(grid, t_train))
     out = {k: v for k, v in teacher_cfg.items() if k not in ("training", "distillation")}
     hist = dict(teacher_cfg.get("distillation", {}).get("teacher_training", {})) or teacher_cfg.get("training", {})
-    out.update(scheduler=sk, num_inference_steps=len(grid),
+    out.update(scheduler=sk, num_inference_steps=len(grid), default_sampler="ddim",
                distillation=dict(info, timesteps=list(grid), sampler="ddim", parameterization=cfg.parameterization,
                                  weighting=cfg.weighting, teacher_training=hist))
     return out

@@ -328,7 +328,7 @@ def test_tiny_end_to_end_two_rounds_resume_and_load(tmp_path):
     pol = load_policy(out / "round2" / "policy")
     sk = pol.config["scheduler"]
     assert sk["prediction_type"] == "v_prediction" and sk["clip_sample"] is False
-    assert pol.config["num_inference_steps"] == 25
+    assert pol.config["num_inference_steps"] == 25 and pol.config["default_sampler"] == "ddim"
     assert tuple(pol.scheduler("ddim").timesteps.tolist()) == tuple(range(99, 0, -4))
     assert pol.config["distillation"]["timesteps"] == list(range(99, 0, -4))
     # the student's weights differ from the teacher's (it trained) and sample finite actions on its grid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -375,3 +376,27 @@ def test_plan_times_steps_and_writes_nothing(tmp_path):
     assert res["student_steps"] == [50, 25, 12] and res["sec_per_step"] > 0
     assert res["min_all_rounds"] >= res["min_per_round"]
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_teacher_one_tiny_round(tmp_path):
+    """On the shipped (or the training run's interim) Push-T policy and the real demonstrations: a 3-step round
+    writes a 50-step student that loads and samples finite actions."""
+    from parapolicy.checkpoint import builtin_names
+    from parapolicy.data import find_pusht_zarr
+    from parapolicy.policy import load_policy
+
+    if "pusht_keypoints" in builtin_names():
+        teacher = "pusht_keypoints"
+    elif Path("runs/pusht_keypoints/policy/config.json").exists():
+        teacher = "runs/pusht_keypoints/policy"
+    else:
+        pytest.skip("needs a trained pusht_keypoints policy (built in, or runs/pusht_keypoints/policy)")
+    if find_pusht_zarr() is None:
+        pytest.skip("needs the Push-T replay buffer (../shared/pusht/pusht_cchi_v7_replay.zarr)")
+    cfg = D.DistillConfig(teacher=teacher, out=str(tmp_path / "d"), rounds=1, steps_per_round=3, batch_size=16,
+                          eval_batch=8)
+    (summary,) = D.distill(cfg)
+    pol = load_policy(summary["policy"])
+    assert pol.config["num_inference_steps"] == 50 and np.isfinite(summary["gap_student"])

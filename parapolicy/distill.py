@@ -379,14 +379,13 @@ def load_windows(cfg: DistillConfig, teacher_cfg: dict, normalizer: LinearNormal
     return out[0], out[1]
 
 
-def sample_gap(teacher: Denoiser, teacher_grid, student: Denoiser, student_grid, cond, shape, seed=0) -> dict:
-    """Mean squared distance (normalised action units) from the teacher's DDIM sample on its grid, same x_T, of
-    the student on its grid and of the undistilled teacher on the student's grid."""
+def sample_gaps(reference: tuple[Denoiser, tuple], candidates: dict[str, tuple[Denoiser, tuple]],
+                cond: torch.Tensor, shape: tuple, seed: int = 0) -> dict[str, float]:
+    """Mean squared distance (normalised action units) of each candidate's DDIM sample (model, grid) from the
+    reference's, all from the same x_T (shape (B, H, D)) and cond (B, C)."""
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    ref = teacher.sample(x_T, cond, teacher_grid)
-    stu = student.sample(x_T, cond, student_grid)
-    naive = teacher.sample(x_T, cond, student_grid)
-    return {"gap_student": float(((stu - ref) ** 2).mean()), "gap_teacher_same_steps": float(((naive - ref) ** 2).mean())}
+    ref = reference[0].sample(x_T, cond, reference[1])
+    return {k: float(((m.sample(x_T, cond, g) - ref) ** 2).mean()) for k, (m, g) in candidates.items()}
 
 
 def run_score_cmd(cmd: str, policy: Path) -> dict:
@@ -405,10 +404,12 @@ def run_score_cmd(cmd: str, policy: Path) -> dict:
 
 
 def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: DistillConfig, round_dir: Path,
-                  round_index: int, deadline: float | None = None, log: Callable[[dict], None] | None = None):
+                  round_index: int, deadline: float | None = None, log: Callable[[dict], None] | None = None,
+                  original: tuple[LoadedCheckpoint, tuple[int, ...]] | None = None):
     """One round: teacher on its DDIM grid -> student on the halved grid, saved to round_dir/policy.
 
     train_data, val_data: (obs (N, C), action (N, H, D)) normalised. Resumes from round_dir/train_state.pt.
+    original: round 1's teacher and grid, to also measure the student's distance from it (rounds > 1).
     Returns the round summary (also round_dir/round.json) or None when the deadline stopped it first."""
     tcfg = teacher_ckpt.config
     t_train = int(tcfg["scheduler"].get("num_train_timesteps", 1000))
@@ -506,7 +507,14 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
         summary["val_loss"], summary["val_landing_mse"] = float(res["loss"].mean()), float(res["landing"].mean())
         stu = Denoiser(final, PARAMETERIZATIONS[cfg.parameterization],
                        1.0 if cfg.student_clip_sample else None, teacher.alphas_cumprod)
-        summary.update(sample_gap(teacher, t_grid, stu, s_grid, va_obs[:n], tuple(va_act[:n].shape)))
+        shape = tuple(va_act[:n].shape)
+        summary.update(sample_gaps((teacher, t_grid), {"gap_student": (stu, s_grid),
+                                                       "gap_teacher_same_steps": (teacher, s_grid)}, va_obs[:n], shape))
+        if original is not None and round_index > 1:
+            orig = (Denoiser.from_checkpoint(original[0]), original[1])
+            orig[0].net.eval()
+            summary.update(sample_gaps(orig, {"gap_student_vs_original": (stu, s_grid),
+                                              "gap_original_same_steps": (orig[0], s_grid)}, va_obs[:n], shape))
     policy_dir = save_policy_dir(round_dir / "policy", student_config(tcfg, s_grid, cfg, summary),
                                  final.state_dict(), teacher_ckpt.normalizer_state)
     summary["policy"] = str(policy_dir)
@@ -529,8 +537,9 @@ def distill(cfg: DistillConfig, data=None) -> list[dict]:
     (out / "distill_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     teacher = load_checkpoint(cfg.teacher)
     t_train = int(teacher.config["scheduler"].get("num_train_timesteps", 1000))
-    grids = halving_schedule(scheduler_grid(teacher.config["scheduler"], int(teacher.config["num_inference_steps"])),
-                             t_train, cfg.rounds)
+    grid0 = scheduler_grid(teacher.config["scheduler"], int(teacher.config["num_inference_steps"]))
+    grids = halving_schedule(grid0, t_train, cfg.rounds)
+    original = (teacher, grid0)
     print(f"student step counts: {[len(g) for g in grids]}", flush=True)
     if data is None:
         data = load_windows(cfg, teacher.config, LinearNormalizer().load_flat_state(teacher.normalizer_state))
@@ -547,7 +556,7 @@ def distill(cfg: DistillConfig, data=None) -> list[dict]:
             if (rdir / "round.json").exists():
                 done.append(json.loads((rdir / "round.json").read_text()))
             else:
-                s = distill_round(teacher, data[0], data[1], cfg, rdir, r, deadline=deadline,
+                s = distill_round(teacher, data[0], data[1], cfg, rdir, r, deadline=deadline, original=original,
                                   log=(lambda rec: run.log(rec)) if run is not None else None)
                 if s is None:
                     break

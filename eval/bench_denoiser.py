@@ -11,7 +11,9 @@ Models (random weights; timing does not depend on the values):
 How it measures: for each model and batch size, every variant gets `--warmup` untimed calls, then the
 variants are timed round-robin (one call each per round, `--repeats` rounds) with time.perf_counter, and
 the median is printed. Round-robin keeps ratios meaningful on a loaded machine: background load falls on all
-variants alike, while absolute milliseconds move with the load (the load average is printed).
+variants alike, while absolute milliseconds move with the load (the load average is printed). Each call's
+process CPU time is recorded as well: with `--threads 1` on a shared machine it estimates the wall time
+the call would take on an otherwise idle core.
 Compiled variants are built once per model (torch.compile + freezing, cached); their compile seconds (first
 call of each new input shape) are printed separately and are not part of the medians.
 """
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 import warnings
 
@@ -103,31 +106,36 @@ def run(args) -> dict:
                 secs = time.perf_counter() - t0
                 note = f" (first call incl. compile {secs:.1f} s)" if name in compiled else ""
                 print(f"  {name}: max |fast - eager| / max |eager| = {err:.2e} at batch 4{note}")
+        samples: dict = {}
         curves = compare_latency(variants, horizon=HORIZON, action_dim=cfg["input_dim"],
                                  global_cond_dim=cfg["global_cond_dim"], batch_sizes=args.batches,
-                                 warmup=args.warmup, repeats=args.repeats)
+                                 warmup=args.warmup, repeats=args.repeats, samples=samples)
+        cpu_curves = {n: {b: statistics.median(samples[n][b]["process"]) for b in args.batches}
+                      for n in curves}
         for name, f in compiled.items():
             secs = ", ".join(f"B={k[0][0]}: {v:.1f}" for k, v in f.compile_seconds.items())
             print(f"  {name} compile seconds per shape: {secs}")
         names = list(variants)
-        header = f"  {'batch':>5} " + " ".join(f"{n + ' ms':>16}" for n in names)
-        print(header)
-        for b in args.batches:
-            row = f"  {b:>5} "
-            for n in names:
-                ms = curves[n][b] * 1e3
-                cell = f"{ms:.1f}"
-                if n != "eager" and "eager" in curves:
-                    cell += f" ({curves['eager'][b] / curves[n][b]:.2f}x)"
-                row += f" {cell:>16}"
-            print(row)
+        for title, table in (("wall-clock median per call", curves),
+                             ("process CPU-time median per call (all torch threads)", cpu_curves)):
+            print(f"  {title}:")
+            print(f"  {'batch':>5} " + " ".join(f"{n + ' ms':>17}" for n in names))
+            for b in args.batches:
+                row = f"  {b:>5} "
+                for n in names:
+                    cell = f"{table[n][b] * 1e3:.1f}"
+                    if n != "eager" and "eager" in table:
+                        cell += f" ({table['eager'][b] / table[n][b]:.2f}x)"
+                    row += f" {cell:>17}"
+                print(row)
         scaling = {n: {b: curves[n][b] / curves[n][args.batches[0]] for b in args.batches} for n in names}
-        print(f"  batch scaling (latency / latency at batch {args.batches[0]}):")
+        print(f"  batch scaling, wall (latency / latency at batch {args.batches[0]}):")
         for n in names:
             print(f"    {n:>13}: " + ", ".join(f"B={b}: {s:.2f}" for b, s in scaling[n].items()))
         compile_secs = {n: [[list(k[0]), v] for k, v in f.compile_seconds.items()]
                         for n, f in compiled.items()}
         results["models"][mname] = {"config": cfg, "params": n_params, "seconds": curves,
+                                    "process_seconds": cpu_curves,
                                     "compile_seconds": compile_secs}
     results["meta"]["load_end"] = os.getloadavg()[0]
     print(f"\n  load average at end {os.getloadavg()[0]:.2f}. Speed-ups (x) are eager / variant from the "

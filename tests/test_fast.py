@@ -249,7 +249,10 @@ def test_latency_curve_of_any_callable():
     samples: dict = {}
     both = compare_latency({"a": dummy, "b": dummy}, horizon=8, action_dim=2, global_cond_dim=3,
                            batch_sizes=(2,), warmup=0, repeats=2, samples=samples)
-    assert set(both) == {"a", "b"} and len(samples["a"][2]) == 2
+    assert set(both) == {"a", "b"} and len(samples["a"][2]["wall"]) == len(samples["b"][2]["process"]) == 2
+    cpu = measure_latency_curve(dummy, horizon=8, action_dim=2, global_cond_dim=3, batch_sizes=(2,),
+                                clock="process")
+    assert cpu[2] >= 0
     with pytest.raises(ValueError, match="batch"):
         measure_latency_curve(dummy, horizon=16, action_dim=2, batch_sizes=(0,))
 

@@ -6,7 +6,9 @@ around each call when the inputs live on a GPU; the reported figure per batch si
 
 `compare_latency` times several denoisers round-robin (one call of each in turn, per repetition), so that
 background load on a shared machine falls on all of them alike and their ratios stay meaningful even when
-absolute times are noisy.
+absolute times are noisy. It records two clocks per call: wall time (what a controller waits for; the
+default) and this process's CPU time (`time.process_time`, all its threads). With one torch thread on a
+machine shared with other jobs, the CPU-time figure estimates the wall time the call would take alone.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
                     batch_sizes: Iterable[int] = DEFAULT_BATCHES, global_cond_dim: int | None = None,
                     local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
                     device: str | torch.device = "cpu", min_seconds: float = 0.0,
-                    samples: dict | None = None) -> dict[str, dict[int, float]]:
+                    samples: dict | None = None, clock: str = "wall") -> dict[str, dict[int, float]]:
     """Median seconds per call of each denoiser at each batch size, timed round-robin.
 
     -> {name: {batch: seconds}}. `warmup` untimed calls of each first; then at least `repeats` timed rounds
     (each round calls every denoiser once), continuing until `min_seconds` have passed for the batch size.
-    If `samples` is a dict, every raw timing is stored in it as samples[name][batch] = [seconds, ...].
+    clock: "wall" (perf_counter) or "process" (process CPU time) for the returned medians. If `samples` is
+    a dict, every raw timing is stored in it: samples[name][batch] = {"wall": [s, ...], "process": [s, ...]}.
     """
+    if clock not in ("wall", "process"):
+        raise ValueError(f'clock must be "wall" or "process", got {clock!r}')
     batch_sizes = [int(b) for b in batch_sizes]
     if not denoisers:
         raise ValueError("compare_latency needs at least one denoiser")
@@ -61,7 +66,7 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
             inputs = make_inputs(b, horizon, action_dim, global_cond_dim, local_cond_dim, device=device)
             args = (inputs["sample"], inputs["timestep"])
             kwargs = {k: inputs[k] for k in ("local_cond", "global_cond") if inputs[k] is not None}
-            times: dict[str, list[float]] = {name: [] for name in denoisers}
+            times = {name: {"wall": [], "process": []} for name in denoisers}
             for f in denoisers.values():
                 for _ in range(warmup):
                     f(*args, **kwargs)
@@ -72,16 +77,17 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
                 for name, f in denoisers.items():
                     if cuda:
                         torch.cuda.synchronize()
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     f(*args, **kwargs)
                     if cuda:
                         torch.cuda.synchronize()
-                    times[name].append(time.perf_counter() - t0)
-                n = len(next(iter(times.values())))
+                    times[name]["wall"].append(time.perf_counter() - t0)
+                    times[name]["process"].append(time.process_time() - c0)
+                n = len(next(iter(times.values()))["wall"])
                 if n >= repeats and time.perf_counter() - start >= min_seconds:
                     break
             for name, ts in times.items():
-                out[name][b] = statistics.median(ts)
+                out[name][b] = statistics.median(ts[clock])
                 if samples is not None:
                     samples.setdefault(name, {})[b] = ts
     return out
@@ -90,7 +96,7 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
 def measure_latency_curve(denoiser: Callable, *, horizon: int, action_dim: int,
                           batch_sizes: Iterable[int] = DEFAULT_BATCHES, global_cond_dim: int | None = None,
                           local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
-                          device: str | torch.device = "cpu") -> dict[int, float]:
+                          device: str | torch.device = "cpu", clock: str = "wall") -> dict[int, float]:
     """{batch: median seconds per call} of one denoiser: the `cost_model` of the sampler's window="auto".
 
     Example:
@@ -99,4 +105,4 @@ def measure_latency_curve(denoiser: Callable, *, horizon: int, action_dim: int,
     """
     return compare_latency({"d": denoiser}, horizon=horizon, action_dim=action_dim, batch_sizes=batch_sizes,
                            global_cond_dim=global_cond_dim, local_cond_dim=local_cond_dim, warmup=warmup,
-                           repeats=repeats, device=device)["d"]
+                           repeats=repeats, device=device, clock=clock)["d"]

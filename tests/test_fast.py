@@ -74,25 +74,37 @@ def reference_forward(model, sample, timestep, local_cond=None, global_cond=None
 
 # --- packed primitives -------------------------------------------------------------------------------
 
+PREPACK = [False] + ([True] if L.prepack_works(torch.float32) else [])
+
+
+def packed(w, b, prepack):
+    p = L.Packed(w, b, torch.float32)
+    if prepack:
+        p.prepack()
+    return p
+
+
+@pytest.mark.parametrize("prepack", PREPACK)
 @pytest.mark.parametrize("k,stride", [(1, 1), (3, 1), (5, 1), (3, 2)])
-def test_packed_conv_matches_conv1d(k, stride):
+def test_packed_conv_matches_conv1d(k, stride, prepack):
     torch.manual_seed(0)
     conv = nn.Conv1d(6, 10, k, stride=stride, padding=k // 2)
     x = torch.randn(3, 16, 6)
-    w, b = L.pack_conv(conv)
+    mm = packed(*L.pack_conv(conv), prepack)
     with torch.no_grad():
         ref = conv(x.transpose(1, 2)).transpose(1, 2)
-    assert torch.allclose(L.conv(x, w, b, k, stride), ref, atol=1e-5)
+    assert torch.allclose(L.conv(x, mm, k, stride), ref, atol=1e-5)
 
 
-def test_packed_upsample_matches_conv_transpose():
+@pytest.mark.parametrize("prepack", PREPACK)
+def test_packed_upsample_matches_conv_transpose(prepack):
     torch.manual_seed(0)
     convt = nn.ConvTranspose1d(6, 6, 4, 2, 1)
     x = torch.randn(3, 8, 6)
-    w, b = L.pack_upsample(convt)
+    mm = packed(*L.pack_upsample(convt), prepack)
     with torch.no_grad():
         ref = convt(x.transpose(1, 2)).transpose(1, 2)
-    assert torch.allclose(L.upsample(x, w, b), ref, atol=1e-5)
+    assert torch.allclose(L.upsample(x, mm), ref, atol=1e-5)
 
 
 def test_conv_with_residual_and_group_norm_mish():
@@ -102,8 +114,7 @@ def test_conv_with_residual_and_group_norm_mish():
     nn.init.uniform_(gn.weight, 0.5, 1.5)
     nn.init.normal_(gn.bias)
     x = torch.randn(2, 16, 6)
-    w, b = L.pack_conv_with_residual(conv, res)
-    y = L.conv(x, w, b, 5)
+    y = L.conv(x, packed(*L.pack_conv_with_residual(conv, res), False), 5)
     with torch.no_grad():
         xc = x.transpose(1, 2)
         assert torch.allclose(y[..., :8], conv(xc).transpose(1, 2), atol=1e-5)
@@ -114,12 +125,14 @@ def test_conv_with_residual_and_group_norm_mish():
 
 # --- the whole UNet, float32 ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("prepack", PREPACK)
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("batch", [1, 3, 8])
-def test_float32_matches_eager(name, batch):
+def test_float32_matches_eager(name, batch, prepack):
     kw = CONFIGS[name]
     model = make_model(**kw)
-    fast = optimize_denoiser(model, cache=False)
+    fast = optimize_denoiser(model, prepack=prepack, cache=False)
+    assert fast.core.prepacked == prepack
     g = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, 16, kw["input_dim"], generator=g)
     t = torch.randint(0, 100, (batch,), generator=g)
@@ -179,6 +192,8 @@ def test_bf16_close_to_float32_where_supported():
     with torch.no_grad():
         ref = model(x, t, global_cond=gc)
     assert out.dtype == torch.float32
+    plain = optimize_denoiser(model, dtype=torch.bfloat16, prepack=False, cache=False)
+    assert rel_err(plain(x, t, global_cond=gc), ref) < 5e-2
     if has_fast_bf16("cpu"):
         assert fast.dtype == torch.bfloat16 and not caught
         assert rel_err(out, ref) < 5e-2
@@ -224,6 +239,8 @@ def test_bad_inputs_raise_value_error():
         FastUnet1D(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="cuda_graphs"):
         optimize_denoiser(model, cuda_graphs=True)
+    with pytest.raises(ValueError, match="prepack"):
+        optimize_denoiser(model, compile=True, prepack=True)
     fast = optimize_denoiser(model)
     with pytest.raises(ValueError, match="timestep"):
         fast(torch.randn(3, 16, 2), torch.tensor([1, 2]), global_cond=torch.randn(3, 20))

@@ -6,7 +6,9 @@ Every convolution is one matrix product on an im2col view,
     y = cols @ W_packed + bias                             W_packed[c*k + j, o] = conv.weight[o, c, j]
 
 with the weights packed once at build time, so the product's output is already (B, T, C_out) and no
-transpose ever runs between layers. The pure functions here take packed tensors; `pack_*` build them.
+transpose ever runs between layers. `pack_*` build the packed (W, b); `Packed` holds them and computes
+the product, optionally through a oneDNN weight prepacked for this CPU (`Packed.prepack`, the same
+mechanism Inductor's freezing uses), which saves the per-call weight reorder of a plain addmm.
 """
 
 from __future__ import annotations
@@ -60,6 +62,41 @@ def pack_upsample(convt: nn.ConvTranspose1d) -> tuple[torch.Tensor, torch.Tensor
     return packed.reshape(c_in * 3, 2 * c_out).contiguous(), torch.cat([bias, bias])
 
 
+class Packed(nn.Module):
+    """One packed product: forward(cols (M, K)) -> cols @ w + b, (M, N). Buffers w (K, N), b (N,)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor, dtype: torch.dtype):
+        super().__init__()
+        self.register_buffer("w", w.to(dtype).contiguous())
+        self.register_buffer("b", b.to(dtype).contiguous())
+        self.n_out = w.shape[1]
+        self.packed: torch.Tensor | None = None
+
+    def prepack(self, batch_hint: int = 16) -> None:
+        """Reorder the weight once into oneDNN's blocked layout for this CPU (CPU only)."""
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w.t().contiguous(), batch_hint)
+
+    def forward(self, cols: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(cols.contiguous(), self.packed, self.b, "none", [], "")
+        return torch.addmm(self.b, cols, self.w)
+
+
+def prepack_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN weight prepacking is available here and agrees with addmm on a small product."""
+    try:
+        g = torch.Generator().manual_seed(0)
+        p = Packed(torch.randn(24, 8, generator=g), torch.randn(8, generator=g), dtype)
+        x = torch.randn(5, 24, generator=g).to(dtype)
+        ref = p(x).float()
+        p.prepack()
+        out = p(x).float()
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    return bool(((out - ref).abs().max() <= tol * ref.abs().max()).item())
+
+
 def im2col(x: torch.Tensor, k: int, stride: int = 1) -> torch.Tensor:
     """x: (B, T, C) -> (B*T_out, C*k) windows of k steps, zero padded by k//2 each side; row index c*k + j."""
     p = k // 2
@@ -68,18 +105,18 @@ def im2col(x: torch.Tensor, k: int, stride: int = 1) -> torch.Tensor:
     return cols.reshape(-1, cols.shape[2] * k)
 
 
-def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int, stride: int = 1) -> torch.Tensor:
-    """Packed Conv1d (padding k//2). x: (B, T, C_in) -> (B, T_out, W.shape[1])."""
+def conv(x: torch.Tensor, mm: Packed, k: int, stride: int = 1) -> torch.Tensor:
+    """Packed Conv1d (padding k//2). x: (B, T, C_in) -> (B, T_out, mm.n_out)."""
     B = x.shape[0]
     cols = x.reshape(-1, x.shape[-1]) if k == 1 else im2col(x, k, stride)
-    return torch.addmm(b, cols, w).view(B, -1, w.shape[1])
+    return mm(cols).view(B, -1, mm.n_out)
 
 
-def upsample(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Packed ConvTranspose1d(k=4, s=2, p=1). x: (B, T, C) -> (B, 2T, C_out)."""
+def upsample(x: torch.Tensor, mm: Packed) -> torch.Tensor:
+    """Packed ConvTranspose1d(k=4, s=2, p=1) (mm from `pack_upsample`). x: (B, T, C) -> (B, 2T, C_out)."""
     B, T = x.shape[0], x.shape[1]
-    y = torch.addmm(b, im2col(x, 3), w)  # (B*T, 2*C_out), columns [even | odd]
-    return y.view(B, 2 * T, w.shape[1] // 2)
+    y = mm(im2col(x, 3))  # (B*T, 2*C_out), columns [even | odd]
+    return y.view(B, 2 * T, mm.n_out // 2)
 
 
 def group_norm_mish(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor,

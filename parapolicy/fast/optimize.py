@@ -11,6 +11,8 @@ Options, each checked and reported:
               shape and kept in `fast.compile_seconds`. Built modules are cached per (model, options) in
               this process, so a second `optimize_denoiser` call on an unchanged model returns the same
               (already compiled) object.
+    prepack   (CPU, not compiled) reorder every weight once into oneDNN's blocked layout for this CPU;
+              default on where `layers.prepack_works` confirms the private oneDNN ops exist and agree.
     cuda_graphs  on CUDA, replay one captured graph per fixed input shape (see cuda_graphs.py);
               default on when the model lives on a GPU.
 """
@@ -24,6 +26,7 @@ import weakref
 import torch
 from torch import nn
 
+from parapolicy.fast.layers import prepack_works
 from parapolicy.fast.unet import FastUnet1D
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -95,14 +98,15 @@ class FastDenoiser(nn.Module):
 
 
 def optimize_denoiser(model: nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False,
-                      dynamic: bool | None = None, cuda_graphs: bool | None = None,
-                      cache: bool = True) -> nn.Module:
+                      dynamic: bool | None = None, prepack: bool | None = None,
+                      cuda_graphs: bool | None = None, cache: bool = True) -> nn.Module:
     """Fast inference path of a ConditionalUnet1D (ours, or one loaded from real-stanford / LeRobot weights).
 
     model: the trained UNet (any device). dtype: torch.float32 or torch.bfloat16 (falls back to float32
     with a warning where `has_fast_bf16` is false). compile: wrap in torch.compile with freezing (first
     call per shape compiles; see `.compile_seconds`). dynamic: passed to torch.compile (None: recompile
-    once with symbolic batch size after a second shape). cuda_graphs: CUDA only, default True on CUDA.
+    once with symbolic batch size after a second shape). prepack: oneDNN-prepacked weights (CPU, eager
+    only; None: on where it works). cuda_graphs: CUDA only, default True on CUDA.
     -> module with the eager call signature `f(sample (B,T,D), timestep, local_cond, global_cond) -> (B,T,D)`.
     Weights are copied: later in-place changes to `model` are picked up only by calling this again.
     """
@@ -121,7 +125,16 @@ def optimize_denoiser(model: nn.Module, dtype: torch.dtype = torch.float32, comp
     if cuda_graphs and device.type != "cuda":
         raise ValueError(f"cuda_graphs=True needs the model on a CUDA device, it is on {device}")
 
-    key = (dtype, bool(compile), dynamic, bool(cuda_graphs), str(device))
+    if prepack and (compile or device.type != "cpu"):
+        raise ValueError("prepack=True is for the eager CPU path (compile=False, model on CPU)")
+    if prepack is None:
+        prepack = device.type == "cpu" and not compile and prepack_works(dtype)
+    elif prepack and not prepack_works(dtype):
+        warnings.warn("oneDNN weight prepacking is unavailable here; using plain addmm", RuntimeWarning,
+                      stacklevel=2)
+        prepack = False
+
+    key = (dtype, bool(compile), dynamic, bool(prepack), bool(cuda_graphs), str(device))
     stamp = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
     if cache:
         hit = _CACHE.get(model, {}).get(key)
@@ -129,6 +142,8 @@ def optimize_denoiser(model: nn.Module, dtype: torch.dtype = torch.float32, comp
             return hit[1]
 
     core = FastUnet1D(model, dtype).to(device)
+    if prepack:
+        core.prepack()
     fast: nn.Module = FastDenoiser(core, compiled=bool(compile), dynamic=dynamic)
     if cuda_graphs:
         from parapolicy.fast.cuda_graphs import CUDAGraphDenoiser

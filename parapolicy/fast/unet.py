@@ -37,9 +37,9 @@ class _Res(nn.Module):
         self.has_res = isinstance(block.residual_conv, nn.Conv1d)
         w0, b0 = (L.pack_conv_with_residual(conv0, block.residual_conv) if self.has_res
                   else L.pack_conv(conv0))
-        w1, b1 = L.pack_conv(conv1)
-        for name, t in dict(w0=w0, b0=b0, w1=w1, b1=b1, g0w=gn0.weight, g0b=gn0.bias,
-                            g1w=gn1.weight, g1b=gn1.bias).items():
+        self.conv0 = L.Packed(w0, b0, dtype)
+        self.conv1 = L.Packed(*L.pack_conv(conv1), dtype)
+        for name, t in dict(g0w=gn0.weight, g0b=gn0.bias, g1w=gn1.weight, g1b=gn1.bias).items():
             self.register_buffer(name, t.detach().to(dtype).clone())
         self.groups0, self.eps0 = gn0.num_groups, gn0.eps
         self.groups1, self.eps1 = gn1.num_groups, gn1.eps
@@ -52,7 +52,7 @@ class _Res(nn.Module):
 
     def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
         C, o = self.c_out, self.film_offset
-        y = L.conv(x, self.w0, self.b0, self.k)
+        y = L.conv(x, self.conv0, self.k)
         if self.has_res:
             y, res = y[..., :C], y[..., C:]
         else:
@@ -62,7 +62,7 @@ class _Res(nn.Module):
             y = L.film(y, film[:, o:o + C], film[:, o + C:o + 2 * C])
         else:
             y = L.film(y, None, film[:, o:o + C])
-        y = L.conv(y, self.w1, self.b1, self.k)
+        y = L.conv(y, self.conv1, self.k)
         y = L.group_norm_mish(y, self.groups1, self.g1w, self.g1b, self.eps1)
         return y + res
 
@@ -110,26 +110,35 @@ class FastUnet1D(nn.Module):
         self.upsample = nn.ModuleList()
         for res1, res2, up in model.up_modules:
             self.up.append(nn.ModuleList([res(res1), res(res2)]))
-            self.upsample.append(_Packed(*L.pack_upsample(up.conv), dtype) if hasattr(up, "conv")
+            self.upsample.append(L.Packed(*L.pack_upsample(up.conv), dtype) if hasattr(up, "conv")
                                  else nn.Identity())
 
         # All FiLM encoders Mish -> Linear(cond_dim, width) read the same condition: one stacked Linear.
         lins = [b.cond_encoder[1] for b in blocks]
-        self.register_buffer("film_w", torch.cat([lin.weight.detach() for lin in lins], 0).t().contiguous()
-                             .to(dtype))
-        self.register_buffer("film_b", torch.cat([lin.bias.detach() for lin in lins]).to(dtype))
+        self.film = L.Packed(torch.cat([lin.weight.detach() for lin in lins], 0).t(),
+                             torch.cat([lin.bias.detach() for lin in lins]), dtype)
 
         fc_block, fc_out = model.final_conv[0], model.final_conv[1]
         conv, gn = fc_block.block[0], fc_block.block[1]
         self.final_k = conv.kernel_size[0]
-        self.final = _Packed(*L.pack_conv(conv), dtype)
+        self.final = L.Packed(*L.pack_conv(conv), dtype)
         self.final_gn = (gn.num_groups, gn.eps)
         self.register_buffer("final_gw", gn.weight.detach().to(dtype).clone())
         self.register_buffer("final_gb", gn.bias.detach().to(dtype).clone())
-        self.out = _Packed(*L.pack_conv(fc_out), dtype)
+        self.out = L.Packed(*L.pack_conv(fc_out), dtype)
         self.has_local_encoder = self.local is not None
+        self.prepacked = False
         self.eval()
         self.requires_grad_(False)
+
+    def prepack(self, batch_hint: int = 16) -> FastUnet1D:
+        """Prepack every product's weight for oneDNN on this CPU (eager use only; not for torch.compile,
+        whose freezing pass packs weights itself). Check `layers.prepack_works(dtype)` first."""
+        for m in self.modules():
+            if isinstance(m, L.Packed):
+                m.prepack(batch_hint)
+        self.prepacked = True
+        return self
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         """t: (B,) -> (B, dsed) float32: sinusoidal embedding (Vaswani et al. 2017), Linear, Mish, Linear."""
@@ -144,7 +153,7 @@ class FastUnet1D(nn.Module):
         feature = self.time_embedding(t)
         if global_cond is not None:
             feature = torch.cat([feature, global_cond.float()], dim=-1)
-        film = torch.addmm(self.film_b, F.mish(feature).to(self.dtype), self.film_w)  # (B, sum of widths)
+        film = self.film(F.mish(feature).to(self.dtype))  # (B, sum of FiLM widths)
 
         x = sample.to(self.dtype)
         h_local = []
@@ -163,27 +172,18 @@ class FastUnet1D(nn.Module):
                 x = x + h_local[0]
             x = res2(x, film)
             skips.append(x)
-            if isinstance(down, _Packed):
-                x = L.conv(x, down.w, down.b, 3, stride=2)
+            if isinstance(down, L.Packed):
+                x = L.conv(x, down, 3, stride=2)
         for mid in self.mid:
             x = mid(x, film)
         for (res1, res2), up in zip(self.up, self.upsample, strict=True):
             x = res1(torch.cat((x, skips.pop()), dim=-1), film)
             x = res2(x, film)
-            if isinstance(up, _Packed):
-                x = L.upsample(x, up.w, up.b)
-        x = L.conv(x, self.final.w, self.final.b, self.final_k)
+            if isinstance(up, L.Packed):
+                x = L.upsample(x, up)
+        x = L.conv(x, self.final, self.final_k)
         x = L.group_norm_mish(x, self.final_gn[0], self.final_gw, self.final_gb, self.final_gn[1])
-        return L.conv(x, self.out.w, self.out.b, 1)
-
-
-class _Packed(nn.Module):
-    """Holds one packed weight `w` (rows, cols) and bias `b` (cols,) as buffers."""
-
-    def __init__(self, w: torch.Tensor, b: torch.Tensor, dtype: torch.dtype):
-        super().__init__()
-        self.register_buffer("w", w.to(dtype).contiguous())
-        self.register_buffer("b", b.to(dtype).contiguous())
+        return L.conv(x, self.out, 1)
 
 
 def _pack_down(down: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -192,7 +192,7 @@ def _pack_down(down: nn.Module, dtype: torch.dtype) -> nn.Module:
     c = down.conv
     if c.kernel_size[0] != 3 or c.stride[0] != 2 or c.padding[0] != 1:
         raise ValueError(f"FastUnet1D expects Downsample1d convs of kernel 3, stride 2, padding 1; got {c}")
-    return _Packed(*L.pack_conv(c), dtype)
+    return L.Packed(*L.pack_conv(c), dtype)
 
 
 def _copy_linear(lin: nn.Linear, dtype: torch.dtype) -> nn.Linear:

@@ -237,6 +237,16 @@ class DiffusionPolicy:
         return {"action": action_pred[:, s:s + self.n_action_steps], "action_pred": action_pred,
                 "stats": stats, "trajectory": traj}
 
+    def shift_trajectory(self, trajectory: torch.Tensor, n_executed: int, sampler=None) -> torch.Tensor:
+        """Warm-start guess (S+1, B, H, D) for the next chunk: `trajectory` (a previous `out["trajectory"]`)
+        moved `n_executed` actions forward, for the same x_T and step noise (see sampling.shift_trajectory)."""
+        from parapolicy.sampling import shift_trajectory
+
+        cfg = as_sampler_config(sampler or self.default_sampler)
+        steps = trajectory.shape[0] - 1
+        return shift_trajectory(trajectory, n_executed, scheduler=self.scheduler(cfg.family, steps),
+                                num_inference_steps=steps)
+
     # ------------------------------------------------------------------------------------ control loop
     def reset(self) -> None:
         """Forget the observation history, the action queue and the warm-start trajectory."""
@@ -272,9 +282,7 @@ class DiffusionPolicy:
                                    torch.randn((len(sch.timesteps),) + shape, generator=generator))
                 kwargs = {"init_noise": self._noise[0], "step_noise": self._noise[1]}
                 if self._last_traj is not None:
-                    from parapolicy.sampling import shift_trajectory
-                    kwargs["init"] = shift_trajectory(self._last_traj, self.n_action_steps, scheduler=sch,
-                                                      num_inference_steps=len(sch.timesteps))
+                    kwargs["init"] = self.shift_trajectory(self._last_traj, self.n_action_steps, cfg)
             out = self.predict_action(window, sampler=cfg, generator=generator, **kwargs)
             self._last_traj = out["trajectory"]
             self.last_output = out

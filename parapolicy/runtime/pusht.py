@@ -25,8 +25,9 @@ PUSHT_LOW, PUSHT_HIGH = 0.0, 512.0
 def make_pusht_env(obs_type: str = "keypoints", **kwargs):
     """gymnasium.make("parapolicy/PushT-v0", obs_type=...) (needs the `env` extra and the `envs` package)."""
     try:
-        import envs  # noqa: F401  (registers parapolicy/PushT-v0)
         import gymnasium
+
+        import envs  # noqa: F401  (registers parapolicy/PushT-v0)
     except ImportError as e:
         raise ImportError(f"the Push-T adapter needs gymnasium and the repo's `envs` package "
                           f"(pip install 'parapolicy[env]'): {e}") from e

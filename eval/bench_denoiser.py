@@ -58,7 +58,8 @@ def build_variants(model, names, compile_dynamic):
             fast = optimize_denoiser(model, dtype=dtype, compile=name.startswith("compiled"),
                                      dynamic=compile_dynamic)
         for w in caught:
-            print(f"  [{name}] warning: {w.message}")
+            if issubclass(w.category, RuntimeWarning):  # our bf16 / prepack fallbacks, not torch noise
+                print(f"  [{name}] warning: {w.message}")
         out[name] = fast
         if fast.compiled:
             compiled[name] = fast

@@ -235,6 +235,9 @@ def test_bad_inputs_raise_value_error():
     model = make_model(**CONFIGS["scale_film"])
     with pytest.raises(ValueError, match="dtype"):
         optimize_denoiser(model, dtype=torch.float16)
+    with pytest.raises(ValueError, match="dtype"):
+        optimize_denoiser(model, dtype="half")
+    assert optimize_denoiser(model, dtype="fp32").dtype == torch.float32
     with pytest.raises(ValueError, match="ConditionalUnet1D"):
         FastUnet1D(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="cuda_graphs"):

@@ -281,8 +281,13 @@ def test_latency_curve_of_any_callable():
     cpu = measure_latency_curve(dummy, horizon=8, action_dim=2, global_cond_dim=3, batch_sizes=(2,),
                                 clock="process")
     assert cpu[2] >= 0
+    sampler_style = measure_latency_curve(lambda x, t, c: dummy(x, t, global_cond=c), horizon=8, action_dim=2,
+                                          global_cond_dim=3, batch_sizes=(1, 2), contract="sampler")
+    assert sorted(sampler_style) == [1, 2]
     with pytest.raises(ValueError, match="batch"):
         measure_latency_curve(dummy, horizon=16, action_dim=2, batch_sizes=(0,))
+    with pytest.raises(ValueError, match="contract"):
+        measure_latency_curve(dummy, horizon=16, action_dim=2, contract="other")
 
 
 # --- optional: compile, CUDA graphs ----------------------------------------------------------------------

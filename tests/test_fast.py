@@ -306,6 +306,21 @@ def test_compiled_matches_eager_and_reports_compile_time():
     assert optimize_denoiser(model, compile=True) is fast
 
 
+def test_failed_compile_falls_back_with_warning():
+    model = make_model(**CONFIGS["scale_film"])
+    fast = optimize_denoiser(model, cache=False)
+    x, gc = torch.randn(2, 16, 2), torch.randn(2, 20)
+    ref = fast(x, 4, global_cond=gc)
+
+    def broken(*args):
+        raise RuntimeError("simulated compiler failure")
+
+    fast.compiled, fast._run = True, broken  # what a failing torch.compile wrapper looks like
+    with pytest.warns(RuntimeWarning, match="simulated compiler failure"):
+        out = fast(x, 4, global_cond=gc)
+    assert torch.equal(out, ref) and fast.compiled is False
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graphs_match_eager():
     from parapolicy.fast.cuda_graphs import CUDAGraphDenoiser

@@ -8,7 +8,8 @@ Options, each checked and reported:
               bf16 matrix units (CPU: AVX512-BF16 / AMX through oneDNN; CUDA: compute capability >= 8);
               elsewhere a warning is emitted and float32 is used.
     compile   torch.compile (Inductor) with weight freezing. Optional; compile time is measured per input
-              shape and kept in `fast.compile_seconds`. Built modules are cached per (model, options) in
+              shape and kept in `fast.compile_seconds`; if compiling fails, a warning is emitted and the
+              uncompiled fast path is used from then on. Built modules are cached per (model, options) in
               this process, so a second `optimize_denoiser` call on an unchanged model returns the same
               (already compiled) object.
     prepack   (CPU, not compiled) reorder every weight once into oneDNN's blocked layout for this CPU;
@@ -94,7 +95,13 @@ class FastDenoiser(nn.Module):
             if key in self.compile_seconds:
                 return self._run(sample, t, local_cond, global_cond).to(sample.dtype)
             t0 = time.perf_counter()
-            out = self._run(sample, t, local_cond, global_cond).to(sample.dtype)
+            try:
+                out = self._run(sample, t, local_cond, global_cond).to(sample.dtype)
+            except Exception as err:  # a failed compile (toolchain, cache race) must not stop a controller
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                              f"falling back to the uncompiled fast path", RuntimeWarning, stacklevel=2)
+                self._run, self.compiled = self.core, False
+                return self._run(sample, t, local_cond, global_cond).to(sample.dtype)
             self.compile_seconds[key] = time.perf_counter() - t0
             return out
 

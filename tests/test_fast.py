@@ -312,10 +312,11 @@ def test_failed_compile_falls_back_with_warning():
     x, gc = torch.randn(2, 16, 2), torch.randn(2, 20)
     ref = fast(x, 4, global_cond=gc)
 
-    def broken(*args):
-        raise RuntimeError("simulated compiler failure")
+    class Broken(nn.Module):  # what a failing torch.compile wrapper looks like
+        def forward(self, *args):
+            raise RuntimeError("simulated compiler failure")
 
-    fast.compiled, fast._run = True, broken  # what a failing torch.compile wrapper looks like
+    fast.compiled, fast._run = True, Broken()
     with pytest.warns(RuntimeWarning, match="simulated compiler failure"):
         out = fast(x, 4, global_cond=gc)
     assert torch.equal(out, ref) and fast.compiled is False

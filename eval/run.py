@@ -35,10 +35,10 @@ class EvalConfig:
     samplers: list
     n_episodes: int = 10
     seed_start: int = 100000
-    n_envs: int = 5
+    n_envs: int = 10
     device: str = "cpu"
     max_steps: int = 300
-    num_threads: int | None = None
+    num_threads: int | None = 1
     realtime: bool = False
     latency_scale: float = 1.0
     realtime_trigger: int = 0

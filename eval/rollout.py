@@ -36,9 +36,9 @@ import torch
 
 @dataclass
 class CallRecord:
-    """One policy call: the observation's env step, batch size, wall-clock ms, Picard rounds (sequential
-    samplers: rounds = NFE = steps), denoiser evaluations per sample, whether max_iters capped it, and whether
-    it counts as warm-up (excluded from latency statistics)."""
+    """One policy call: the observation's env step, batch size, wall-clock ms, Picard rounds of the whole
+    (batched) call (sequential samplers: rounds = NFE = steps), denoiser evaluations spent on this episode's
+    sample, whether max_iters capped it, and whether it counts as warm-up (excluded from latency statistics)."""
 
     step: int
     batch: int
@@ -251,12 +251,14 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
         out, ms = predict_chunk(policy, sampler, [s.seed for s in group], [s.chunk for s in group], windows,
                                 inits)
         rounds, nfe, capped = _call_stats(out["stats"], n_sampler_steps(policy, sampler))
+        per_sample = getattr(out["stats"], "nfe_per_sample", None)
         warm = counter.next_is_warmup(label)
         actions = out["action"].detach().cpu().numpy()
         traj = out.get("trajectory")
         for i, s in enumerate(group):
-            s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds, nfe=nfe,
-                                             capped=capped, warmup=warm))
+            nfe_i = float(per_sample[i]) if per_sample is not None and len(per_sample) == len(group) else nfe
+            s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds,
+                                             nfe=nfe_i, capped=capped, warmup=warm))
             if probe_every and s.chunk % probe_every == 0:
                 s.result.probe_obs.append([s.chunk, windows[i].tolist()])
             s.traj = traj[:, i:i + 1] if traj is not None else None

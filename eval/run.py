@@ -384,8 +384,12 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
     probe_out = None
     if not interrupted and ec.probe_calls > 0:
         windows = _probe_windows(records, ref, keys[ref], ec.probe_calls + ec.warmup_calls)
-        if windows:
-            probe_out = probe(policy, samplers, windows, warmup=min(ec.warmup_calls, len(windows) - 1))
+        try:
+            if windows:
+                probe_out = probe(policy, samplers, windows, warmup=min(ec.warmup_calls, len(windows) - 1))
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\ninterrupted during the latency probe: writing results without it", file=sys.stderr)
     extra = {"config": config_record, "versions": versions(), "interrupted": interrupted,
              "run_seconds_this_process": run_s,
              "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}

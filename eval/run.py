@@ -365,8 +365,11 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
                                                        record_frames=bool(frames_for and s in frames_for))
                         on_episode(label)(res, frames)
                 else:
+                    def on_cycle(step, running, label=label):
+                        if bar is not None:
+                            bar.set_postfix_str(f"{label}: step {step}/{ec.max_steps}, {running} running")
                     rollout_block(policy, sc, label, envs, todo, ec.max_steps, counter, probe_every,
-                                  frames_for, on_episode(label))
+                                  frames_for, on_episode(label), on_cycle)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing results of the finished episodes", file=sys.stderr)

@@ -119,7 +119,7 @@ def detect_format(path: str | os.PathLike) -> str:
             raise ValueError(f"{cfg_path} is not valid JSON ({e})") from e
         if cfg.get("format") == FORMAT:
             return "parapolicy"
-        if "type" in cfg or "input_features" in cfg:
+        if "type" in cfg or "input_features" in cfg or "input_shapes" in cfg:
             return "lerobot"
         raise ValueError(f"{cfg_path} is neither a parapolicy config (format='parapolicy') nor a LeRobot "
                          "policy config (with 'type' and 'input_features')")

@@ -88,7 +88,15 @@ def make_scheduler(family: str, ddpm_kwargs: dict, num_inference_steps: int):
     elif family == "ddim":
         sch = DDIMScheduler.from_config(base.config)
     elif family == "dpmsolver":
-        sch = DPMSolverMultistepScheduler.from_config(base.config, algorithm_type="dpmsolver++")
+        # Only the noise schedule carries over (DDPM's variance_type means a learned variance to DPM-Solver).
+        # Timesteps "trailing": DDPM's "leading" collapses 100 steps of a 100-step schedule onto t = 0 here, and
+        # DPM-Solver's default "linspace" repeats a timestep at 100 steps (a zero step size: NaN).
+        # clip_sample is kept as an extra config entry that parapolicy's samplers honour (x0 clipped to the
+        # range, as DDPM/DDIM do): without it the first steps at alpha_bar ~ 1e-7 amplify model error 2000x.
+        keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                "prediction_type", "clip_sample", "clip_sample_range")
+        cfg = {k: base.config[k] for k in keep if k in base.config}
+        sch = DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", timestep_spacing="trailing")
     else:
         raise ValueError(f"unknown scheduler family {family!r}")
     sch.set_timesteps(num_inference_steps)
@@ -118,6 +126,9 @@ class DiffusionPolicy:
         self.global_cond = bool(config["obs_as_global_cond"])
         self.obs_dim = sum(self.obs_dims[k] for k in self.obs_keys)
         self.input_dim = self.action_dim + (0 if self.global_cond else self.obs_dim)
+        # normaliser entry of each obs key / "action" (LeRobot keys hold dots, which ParameterDict forbids)
+        self._norm_key = {k: config.get("normalizer_keys", {}).get(k, k) for k in self.obs_keys + ["action"]}
+        self.default_sampler = "para" + config.get("default_sampler", "ddpm")
         self._schedulers: dict = {}
         self._denoise_fn = None
         self.reset()
@@ -133,8 +144,9 @@ class DiffusionPolicy:
             raise ValueError(f"weights in {ckpt.path or ckpt.source} do not fit the UNet described by its "
                              f"config: {str(e).splitlines()[0]}") from e
         normalizer = LinearNormalizer().load_flat_state(ckpt.normalizer_state)
+        names = cfg.get("normalizer_keys", {})
         for key in list(cfg["obs_keys"]) + ["action"]:
-            if key not in normalizer.keys():
+            if names.get(key, key) not in normalizer.keys():
                 raise ValueError(f"checkpoint {ckpt.path} has no normaliser for '{key}'")
         return cls(model, normalizer, cfg, device=device, source=ckpt.source, path=ckpt.path)
 
@@ -171,7 +183,7 @@ class DiffusionPolicy:
             batch = x.shape[0]
             if not torch.isfinite(x).all():
                 raise ValueError(f"obs['{k}'] contains NaN or inf")
-            parts.append(self.normalizer.normalize(x, k))
+            parts.append(self.normalizer.normalize(x, self._norm_key[k]))
         return torch.cat(parts, dim=-1).reshape(batch, -1)
 
     def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -187,7 +199,7 @@ class DiffusionPolicy:
         return net(x, t)
 
     @torch.no_grad()
-    def predict_action(self, obs: dict, sampler="paraddpm", generator: torch.Generator | None = None,
+    def predict_action(self, obs: dict, sampler=None, generator: torch.Generator | None = None,
                        init_noise: torch.Tensor | None = None, step_noise: torch.Tensor | None = None,
                        init: torch.Tensor | None = None, max_iters: int | None = None,
                        deadline: float | None = None) -> dict:
@@ -196,11 +208,12 @@ class DiffusionPolicy:
 
         init_noise (B, horizon, input_dim) is x_T; step_noise (S, B, horizon, input_dim) is added at the
         k-th reverse step; both drawn from `generator` when None. Same noise -> same actions across samplers
-        (to the Picard tolerance). `init`, `max_iters`, `deadline` go to the Picard sampler.
+        (to the Picard tolerance). `init`, `max_iters`, `deadline` go to the Picard sampler. `sampler` None is
+        the parallel version of the checkpoint's own sampler (paraddpm; paraddim for LeRobot DDIM policies).
         """
         from parapolicy.sampling import sample_picard, sample_sequential
 
-        cfg = as_sampler_config(sampler)
+        cfg = as_sampler_config(sampler or self.default_sampler)
         cond = self.normalized_condition(obs)
         b = cond.shape[0]
         shape = (b, self.horizon, self.input_dim)
@@ -219,10 +232,20 @@ class DiffusionPolicy:
             traj = getattr(stats, "trajectory", None)
         else:
             x0 = sample_sequential(self.denoiser, sch, init_noise, **common)
-        action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], "action")
+        action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], self._norm_key["action"])
         s = self.action_start
         return {"action": action_pred[:, s:s + self.n_action_steps], "action_pred": action_pred,
                 "stats": stats, "trajectory": traj}
+
+    def shift_trajectory(self, trajectory: torch.Tensor, n_executed: int, sampler=None) -> torch.Tensor:
+        """Warm-start guess (S+1, B, H, D) for the next chunk: `trajectory` (a previous `out["trajectory"]`)
+        moved `n_executed` actions forward, for the same x_T and step noise (see sampling.shift_trajectory)."""
+        from parapolicy.sampling import shift_trajectory
+
+        cfg = as_sampler_config(sampler or self.default_sampler)
+        steps = trajectory.shape[0] - 1
+        return shift_trajectory(trajectory, n_executed, scheduler=self.scheduler(cfg.family, steps),
+                                num_inference_steps=steps)
 
     # ------------------------------------------------------------------------------------ control loop
     def reset(self) -> None:
@@ -230,9 +253,10 @@ class DiffusionPolicy:
         self._history: collections.deque = collections.deque(maxlen=self.n_obs_steps)
         self._queue: collections.deque = collections.deque()
         self._last_traj = None
+        self._noise = None
         self.last_output: dict | None = None
 
-    def act(self, obs: dict, sampler="paraddpm", generator: torch.Generator | None = None) -> torch.Tensor:
+    def act(self, obs: dict, sampler=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """One control step for one robot: obs {key: (dim,)} at the current time -> action (Da,).
 
         Keeps the last n_obs_steps observations (the first one repeated after `reset`) and a queue of
@@ -245,13 +269,21 @@ class DiffusionPolicy:
                 self._history.append(step)
         self._history.append(step)
         if not self._queue:
-            cfg = as_sampler_config(sampler)
+            cfg = as_sampler_config(sampler or self.default_sampler)
             window = {k: torch.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
-            init = None
-            if cfg.parallel and cfg.warm_start and self._last_traj is not None:
-                from parapolicy.sampling import shift_trajectory
-                init = shift_trajectory(self._last_traj, self.n_action_steps)
-            out = self.predict_action(window, sampler=cfg, generator=generator, init=init)
+            kwargs = {}
+            if cfg.parallel and cfg.warm_start:
+                # Warm start reuses one x_T and per-step noise for every chunk, so that the previous
+                # trajectory, shifted by the executed actions, is a close guess of the next one.
+                sch = self.scheduler(cfg.family, cfg.num_inference_steps)
+                if self._noise is None:
+                    shape = (1, self.horizon, self.input_dim)
+                    self._noise = (torch.randn(shape, generator=generator),
+                                   torch.randn((len(sch.timesteps),) + shape, generator=generator))
+                kwargs = {"init_noise": self._noise[0], "step_noise": self._noise[1]}
+                if self._last_traj is not None:
+                    kwargs["init"] = self.shift_trajectory(self._last_traj, self.n_action_steps, cfg)
+            out = self.predict_action(window, sampler=cfg, generator=generator, **kwargs)
             self._last_traj = out["trajectory"]
             self.last_output = out
             self._queue.extend(out["action"][0])

@@ -326,7 +326,7 @@ def predict_x0(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Ten
         x0 = out
     else:
         x0 = a * x - b * out
-    if sched.clip is not None and sched.family != "dpmsolver":
+    if sched.clip is not None:  # DPM-Solver too when its config carries clip_sample (policy.make_scheduler)
         x0 = x0.clamp(-sched.clip, sched.clip)
     return x0
 

@@ -9,6 +9,10 @@ import torch
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
 
+# One intra-op thread: tiny models gain nothing from more, and on a busy 2-core machine OpenMP threads that
+# wait on each other make a test run many times slower.
+torch.set_num_threads(1)
+
 TINY_UNET = dict(diffusion_step_embed_dim=16, down_dims=[8, 16], kernel_size=3, n_groups=4,
                  cond_predict_scale=True)
 

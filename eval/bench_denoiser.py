@@ -1,0 +1,186 @@
+"""Batch-latency curves of the UNet denoiser: eager vs the fast path (float32, bf16, optionally compiled).
+
+    python -m eval.bench_denoiser                       # default: ~4 min or less on an idle 2-core CPU
+    python -m eval.bench_denoiser --full                # batches 1..128 (powers of 2), + compiled variants
+    python -m eval.bench_denoiser --models shipped --batches 1,16 --variants eager,fast32 --threads 1
+
+Models (random weights; timing does not depend on the values):
+    shipped   down_dims (64,128,256), kernel 5, step embedding 256, global_cond 40, horizon 16, action 2
+    full      down_dims (256,512,1024), the full-size Diffusion Policy UNet, same other sizes
+
+How it measures: for each model and batch size, every variant gets `--warmup` untimed calls, then the
+variants are timed round-robin (one call each per round, `--repeats` rounds) with time.perf_counter, and
+the median is printed. Round-robin keeps ratios meaningful on a loaded machine: background load falls on all
+variants alike, while absolute milliseconds move with the load (the load average is printed). Each call's
+process CPU time is recorded as well: with `--threads 1` on a shared machine it estimates the wall time
+the call would take on an otherwise idle core.
+Compiled variants are built once per model (torch.compile + freezing, cached); their compile seconds (first
+call of each new input shape) are printed separately and are not part of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import torch
+
+MODELS = {
+    "shipped": dict(input_dim=2, global_cond_dim=40, down_dims=(64, 128, 256), kernel_size=5,
+                    diffusion_step_embed_dim=256),
+    "full": dict(input_dim=2, global_cond_dim=40, down_dims=(256, 512, 1024), kernel_size=5,
+                 diffusion_step_embed_dim=256),
+}
+HORIZON = 16
+VARIANTS = ("eager", "fast32", "fastbf16", "compiled32", "compiledbf16")
+DEFAULT_VARIANTS = ("eager", "fast32", "fastbf16")
+DEFAULT_BATCHES = (1, 4, 16, 64)
+FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def build_variants(model, names, compile_dynamic):
+    """-> {name: callable}; also returns the FastDenoiser objects of compiled variants."""
+    from parapolicy.fast import optimize_denoiser
+
+    out, compiled = {}, {}
+    for name in names:
+        if name == "eager":
+            out[name] = model
+            continue
+        dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fast = optimize_denoiser(model, dtype=dtype, compile=name.startswith("compiled"),
+                                     dynamic=compile_dynamic)
+        for w in caught:
+            print(f"  [{name}] warning: {w.message}")
+        out[name] = fast
+        if fast.compiled:
+            compiled[name] = fast
+    return out, compiled
+
+
+def check_equivalence(model, fast, cfg):
+    from parapolicy.fast.latency import make_inputs
+
+    inp = make_inputs(4, HORIZON, cfg["input_dim"], cfg["global_cond_dim"], seed=1)
+    with torch.no_grad():
+        ref = model(inp["sample"], inp["timestep"], global_cond=inp["global_cond"])
+    out = fast(inp["sample"], inp["timestep"], global_cond=inp["global_cond"])
+    return ((out - ref).abs().max() / ref.abs().max()).item()
+
+
+def run(args) -> dict:
+    from parapolicy.fast import compare_latency, has_fast_bf16
+    from parapolicy.model import ConditionalUnet1D
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("bench_denoiser: eager ConditionalUnet1D vs parapolicy.fast (random weights, horizon 16)")
+    print(f"  torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}, fast bf16: {has_fast_bf16('cpu')}, "
+          f"threads {torch.get_num_threads()}, load average at start {os.getloadavg()[0]:.2f}")
+    print(f"  method: {args.warmup} warm-up calls per variant, then {args.repeats} round-robin rounds; "
+          f"median of per-call wall time (perf_counter)")
+    results: dict = {"meta": dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                                  warmup=args.warmup, repeats=args.repeats,
+                                  load_start=os.getloadavg()[0]), "models": {}}
+    for mname in args.models:
+        cfg = MODELS[mname]
+        torch.manual_seed(0)
+        model = ConditionalUnet1D(**cfg).eval()
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"\n== {mname}: down_dims {cfg['down_dims']}, {n_params / 1e6:.1f}M parameters ==")
+        t0 = time.perf_counter()
+        variants, compiled = build_variants(model, args.variants, args.dynamic)
+        print(f"  built fast variants in {time.perf_counter() - t0:.2f} s")
+        for name, f in variants.items():
+            if name != "eager":
+                t0 = time.perf_counter()
+                err = check_equivalence(model, f, cfg)
+                secs = time.perf_counter() - t0
+                note = f" (first call incl. compile {secs:.1f} s)" if name in compiled else ""
+                print(f"  {name}: max |fast - eager| / max |eager| = {err:.2e} at batch 4{note}")
+        samples: dict = {}
+        curves = compare_latency(variants, horizon=HORIZON, action_dim=cfg["input_dim"],
+                                 global_cond_dim=cfg["global_cond_dim"], batch_sizes=args.batches,
+                                 warmup=args.warmup, repeats=args.repeats, samples=samples)
+        cpu_curves = {n: {b: statistics.median(samples[n][b]["process"]) for b in args.batches}
+                      for n in curves}
+        for name, f in compiled.items():
+            secs = ", ".join(f"B={k[0][0]}: {v:.1f}" for k, v in f.compile_seconds.items())
+            print(f"  {name} compile seconds per shape: {secs}")
+        names = list(variants)
+        for title, table in (("wall-clock median per call", curves),
+                             ("process CPU-time median per call (all torch threads)", cpu_curves)):
+            print(f"  {title}:")
+            print(f"  {'batch':>5} " + " ".join(f"{n + ' ms':>17}" for n in names))
+            for b in args.batches:
+                row = f"  {b:>5} "
+                for n in names:
+                    cell = f"{table[n][b] * 1e3:.1f}"
+                    if n != "eager" and "eager" in table:
+                        cell += f" ({table['eager'][b] / table[n][b]:.2f}x)"
+                    row += f" {cell:>17}"
+                print(row)
+        scaling = {n: {b: curves[n][b] / curves[n][args.batches[0]] for b in args.batches} for n in names}
+        print(f"  batch scaling, wall (latency / latency at batch {args.batches[0]}):")
+        for n in names:
+            print(f"    {n:>13}: " + ", ".join(f"B={b}: {s:.2f}" for b, s in scaling[n].items()))
+        compile_secs = {n: [[list(k[0]), v] for k, v in f.compile_seconds.items()]
+                        for n, f in compiled.items()}
+        results["models"][mname] = {"config": cfg, "params": n_params, "seconds": curves,
+                                    "process_seconds": cpu_curves,
+                                    "compile_seconds": compile_secs}
+    results["meta"]["load_end"] = os.getloadavg()[0]
+    print(f"\n  load average at end {os.getloadavg()[0]:.2f}. Speed-ups (x) are eager / variant from the "
+          f"same round-robin run; absolute ms depend on machine load.")
+    return results
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="shipped,full", help="comma list of: " + ", ".join(MODELS))
+    p.add_argument("--batches", default=None, help="comma list of batch sizes (default 1,4,16,64)")
+    p.add_argument("--variants", default=None, help="comma list of: " + ", ".join(VARIANTS))
+    p.add_argument("--full", action="store_true", help="batches 1..128 and all variants incl. compiled")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--dynamic", default="none", choices=["none", "true", "false"],
+                   help="torch.compile dynamic= for compiled variants")
+    p.add_argument("--json", default=None, help="also write the measured curves to this JSON file")
+    args = p.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    bad = [m for m in args.models if m not in MODELS]
+    if bad:
+        p.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    args.batches = ([int(b) for b in args.batches.split(",")] if args.batches
+                    else list(FULL_BATCHES if args.full else DEFAULT_BATCHES))
+    args.variants = (args.variants.split(",") if args.variants
+                     else list(VARIANTS if args.full else DEFAULT_VARIANTS))
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
+    args.dynamic = {"none": None, "true": True, "false": False}[args.dynamic]
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    results = run(args)
+    print(f"  total benchmark time {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1, default=str)
+        print(f"  wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

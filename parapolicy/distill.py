@@ -1,0 +1,644 @@
+"""Progressive distillation (Salimans & Ho, ICLR 2022) of a discrete-time DDPM policy into few-step DDIM students.
+
+Notation (discrete DDPM schedule, T = num_train_timesteps, alphas_cumprod = abar from the teacher's scheduler):
+
+    alpha_t = sqrt(abar[t]),  sigma_t = sqrt(1 - abar[t])          t = 0 .. T-1
+    alpha = 1, sigma = 0 for the clean end (t < 0), as diffusers' DDIMScheduler with set_alpha_to_one=True
+    z_t = alpha_t x + sigma_t eps,   v = alpha_t eps - sigma_t x   (paper, sec. 4)
+    DDIM (eta = 0) from t to s:  z_s = alpha_s x_hat + sigma_s eps_hat                (paper, eq. 6)
+
+A round distils a teacher sampled with DDIM on a grid of N timesteps into a student that takes one DDIM step
+for every two of the teacher's (Algorithm 2). For a student step t -> t'' over the teacher's t -> t' -> t'':
+
+    z_t'' = teacher DDIM(teacher DDIM(z_t, t -> t'), t' -> t'')
+    x_tilde = (z_t'' - (sigma_t''/sigma_t) z_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t)   (Algorithm 2)
+
+x_tilde is the x that one student DDIM step t -> t'' must predict to land on z_t''. The student predicts x
+("sample") or v ("v_prediction"); the loss is w(t) * ||x_hat - x_tilde||^2 with w = max(SNR, 1) ("truncated
+SNR") or SNR + 1 (sec. 4), SNR = alpha_t^2 / sigma_t^2, computed in the student's own parameterisation.
+
+The discrete grid. A grid is N descending integer timesteps with constant stride s and offset o = its last
+element, o < s, so that its last DDIM step lands on the clean end. These are exactly the grids diffusers'
+DDIMScheduler reproduces with timestep_spacing="leading", steps_offset=o, N inference steps, because its step
+goes from t to t - T // N; so a student checkpoint needs no new config field. Halving keeps the teacher's
+grid points of odd index counted from the clean end (1, 3, 5, ...): every student step covers exactly two
+teacher steps, the last one ends on the clean sample, and when N is odd the teacher's first (noisiest) point
+is dropped, so the student starts from Gaussian noise one teacher step lower. With T = 100:
+
+    100 (99..0)  ->  50 (99, 97, .., 1)  ->  25 (99, 95, .., 3)  ->  12 (95, 87, .., 7)  ->  6 (95, 79, .., 15)
+
+and 6 -> 3 is refused: stride 32 != 100 // 3, which diffusers' DDIM cannot represent (see docs/distill.md).
+
+Run:  python -m parapolicy.distill --teacher runs/pusht_keypoints/policy --out runs/distill --rounds 4
+Rerunning the same command resumes (round directories hold `train_state.pt`; finished rounds `round.json`).
+Add --plan to time a few training steps and print the projected minutes per round (writes nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint, save_policy_dir
+from parapolicy.model import ConditionalUnet1D
+from parapolicy.normalizer import LinearNormalizer
+from parapolicy.train import _atomic_torch_save, ema_decay, lr_lambda
+
+PARAMETERIZATIONS = {"v": "v_prediction", "x": "sample"}
+WEIGHTINGS = ("truncated_snr", "snr_plus_one")
+
+
+# ------------------------------------------------------------------------------------------ schedule math
+def alpha_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alphas_cumprod (T,), t (B,) long, t < 0 meaning the clean end -> alpha_t, sigma_t (B,) in its dtype."""
+    ac = alphas_cumprod[t.clamp(min=0)]
+    ac = torch.where(t < 0, torch.ones_like(ac), ac)
+    return ac.sqrt(), (1 - ac).clamp(min=0).sqrt()
+
+
+def _b(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) broadcastable against like (B, ...)."""
+    return a.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def pred_to_x(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
+    """Model output -> x_hat. epsilon: (z - sigma eps)/alpha; sample: out; v: alpha z - sigma v (paper eq. 9)."""
+    a, s = _b(alpha, z), _b(sigma, z)
+    if prediction_type == "epsilon":
+        return (z - s * out) / a
+    if prediction_type == "sample":
+        return out
+    if prediction_type == "v_prediction":
+        return a * z - s * out
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def pred_to_eps(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
+    """Model output -> eps_hat. sample: (z - alpha x)/sigma; v: sigma z + alpha v."""
+    a, s = _b(alpha, z), _b(sigma, z)
+    if prediction_type == "epsilon":
+        return out
+    if prediction_type == "sample":
+        return (z - a * out) / s
+    if prediction_type == "v_prediction":
+        return s * z + a * out
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def x_to_v(x: torch.Tensor, z: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """v = alpha eps - sigma x with eps = (z - alpha x)/sigma, i.e. (alpha z - x)/sigma (alpha^2 + sigma^2 = 1)."""
+    return (_b(alpha, z) * z - x) / _b(sigma, z)
+
+
+def ddim_step(out: torch.Tensor, z: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s, prediction_type: str,
+              clip_range: float | None = None) -> torch.Tensor:
+    """One DDIM (eta = 0) step t -> s as diffusers' DDIMScheduler.step: z_s = alpha_s clip(x_hat) + sigma_s eps_hat,
+    eps_hat from the unclipped x_hat (use_clipped_model_output=False). z, out (B, ...); alphas/sigmas (B,)."""
+    x = pred_to_x(out, z, alpha_t, sigma_t, prediction_type)
+    eps = pred_to_eps(out, z, alpha_t, sigma_t, prediction_type)
+    if clip_range is not None:
+        x = x.clamp(-clip_range, clip_range)
+    return _b(alpha_s, z) * x + _b(sigma_s, z) * eps
+
+
+def distill_target_x(z_t: torch.Tensor, z_end: torch.Tensor, alpha_t, sigma_t, alpha_e, sigma_e) -> torch.Tensor:
+    """Algorithm 2: x_tilde = (z_t'' - (sigma_t''/sigma_t) z_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t), the x
+    whose DDIM step t -> t'' (eps from the same x) goes from z_t to z_t''. The denominator equals
+    (alpha_t'' sigma_t - sigma_t'' alpha_t) / sigma_t > 0 because the SNR falls with t. Shapes as ddim_step."""
+    r = _b(sigma_e / sigma_t, z_t)
+    return (z_end - r * z_t) / (_b(alpha_e, z_t) - r * _b(alpha_t, z_t))
+
+
+def loss_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str, parameterization: str) -> torch.Tensor:
+    """Per-sample weight (B,) of the squared error in the student's own output space.
+
+    In x space w_x = max(SNR, 1) or SNR + 1 (sec. 4); since x_hat - x_tilde = -sigma (v_hat - v_tilde), the
+    same loss in v space is w_x * sigma^2 (SNR + 1 -> plain v-MSE)."""
+    snr = alpha ** 2 / sigma ** 2
+    if weighting == "truncated_snr":
+        w = snr.clamp(min=1.0)
+    elif weighting == "snr_plus_one":
+        w = snr + 1
+    else:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if parameterization == "v":
+        return w * sigma ** 2
+    if parameterization == "x":
+        return w
+    raise ValueError(f"parameterization must be one of {tuple(PARAMETERIZATIONS)}, got {parameterization!r}")
+
+
+# ------------------------------------------------------------------------------------------------ grids
+def _check_grid(grid: tuple[int, ...], num_train_timesteps: int) -> int:
+    """Validate a uniform grid that ends on the clean sample; return its stride."""
+    if len(grid) < 1:
+        raise ValueError("a timestep grid needs at least one timestep")
+    stride = grid[0] - grid[1] if len(grid) > 1 else num_train_timesteps
+    diffs = np.diff(np.asarray(grid))
+    if len(grid) > 1 and not (diffs == -stride).all():
+        raise ValueError(f"timestep grid {list(grid)} is not uniform")
+    if grid[-1] < 0 or grid[-1] >= stride or grid[0] > num_train_timesteps - 1:
+        raise ValueError(f"timestep grid {list(grid)} must lie in [0, {num_train_timesteps - 1}] and its last "
+                         f"timestep must be below the stride {stride} (so its last step lands on the clean sample)")
+    if stride != num_train_timesteps // len(grid):
+        raise ValueError(f"a {len(grid)}-step grid with stride {stride} cannot be sampled by diffusers' DDIM, "
+                         f"which steps from t to t - {num_train_timesteps} // {len(grid)} = "
+                         f"{num_train_timesteps // len(grid)}")
+    return stride
+
+
+def scheduler_grid(scheduler_kwargs: dict, num_inference_steps: int) -> tuple[int, ...]:
+    """The DDIM grid (descending timesteps) the policy samples with for these checkpoint scheduler kwargs;
+    ValueError when diffusers' DDIM would not step along it consistently (see module docstring)."""
+    from parapolicy.policy import make_scheduler
+
+    sch = make_scheduler("ddim", scheduler_kwargs, num_inference_steps)
+    if float(sch.final_alpha_cumprod) != 1.0:
+        raise ValueError("the DDIM scheduler must end on the clean sample (set_alpha_to_one=True)")
+    grid = tuple(int(t) for t in sch.timesteps)
+    _check_grid(grid, sch.config.num_train_timesteps)
+    return grid
+
+
+def halve_grid(grid: tuple[int, ...], num_train_timesteps: int) -> tuple[int, ...]:
+    """Student grid: the teacher's points of odd index counted from the clean end (see module docstring).
+
+    (N,) descending -> (N // 2,) descending; ValueError when diffusers' DDIM cannot sample the result."""
+    _check_grid(grid, num_train_timesteps)
+    if len(grid) < 2:
+        raise ValueError("a 1-step grid cannot be halved")
+    student = tuple(grid[::-1][1::2][::-1])
+    _check_grid(student, num_train_timesteps)
+    return student
+
+
+def grid_scheduler_fields(grid: tuple[int, ...], num_train_timesteps: int) -> dict:
+    """Scheduler kwargs that make DDIMScheduler.set_timesteps(len(grid)) produce exactly `grid`."""
+    _check_grid(grid, num_train_timesteps)
+    return {"timestep_spacing": "leading", "steps_offset": int(grid[-1])}
+
+
+def halving_schedule(grid: tuple[int, ...], num_train_timesteps: int, rounds: int) -> list[tuple[int, ...]]:
+    """The student grids of `rounds` successive halvings; ValueError naming the first round that cannot be."""
+    out = []
+    for r in range(rounds):
+        try:
+            grid = halve_grid(grid, num_train_timesteps)
+        except ValueError as e:
+            raise ValueError(f"round {r + 1} of {rounds}: {e}") from e
+        out.append(grid)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the teacher
+@dataclass
+class Denoiser:
+    """A UNet with how to read it: net(z (B,H,D), t (B,) long, global_cond=(B,C)) -> (B,H,D)."""
+
+    net: torch.nn.Module
+    prediction_type: str
+    clip_range: float | None
+    alphas_cumprod: torch.Tensor
+    """(T,) float64"""
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: LoadedCheckpoint, net: torch.nn.Module | None = None) -> Denoiser:
+        from diffusers import DDPMScheduler
+
+        sk = ckpt.config["scheduler"]
+        if sk.get("thresholding"):
+            raise ValueError("teachers with dynamic thresholding are not supported")
+        if net is None:
+            net = ConditionalUnet1D(**ckpt.config["model"])
+            net.load_state_dict(ckpt.model_state, strict=True)
+        ac = DDPMScheduler(**sk).alphas_cumprod.to(torch.float64)
+        clip = float(sk.get("clip_sample_range", 1.0)) if sk.get("clip_sample", True) else None
+        return cls(net, sk.get("prediction_type", "epsilon"), clip, ac)
+
+    def step(self, z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """DDIM t -> s for each row: z (B,H,D), t, s (B,) long (s < 0: clean), cond (B,C) -> z_s (B,H,D)."""
+        out = self.net(z, t, global_cond=cond)
+        a_t, s_t = alpha_sigma(self.alphas_cumprod, t)
+        a_s, s_s = alpha_sigma(self.alphas_cumprod, s)
+        return ddim_step(out.to(torch.float64), z.to(torch.float64), a_t, s_t, a_s, s_s, self.prediction_type,
+                         self.clip_range).to(z.dtype)
+
+    @torch.no_grad()
+    def sample(self, x_T: torch.Tensor, cond: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """DDIM along `grid` (descending, then the clean end) from x_T (B,H,D) -> x_0 (B,H,D)."""
+        z, b = x_T, x_T.shape[0]
+        for i, t in enumerate(grid):
+            s = grid[i + 1] if i + 1 < len(grid) else -1
+            z = self.step(z, torch.full((b,), t), torch.full((b,), s), cond)
+        return z
+
+
+def distill_batch(student: torch.nn.Module, teacher: Denoiser, x0: torch.Tensor, cond: torch.Tensor,
+                  student_grid: tuple[int, ...], teacher_stride: int, parameterization: str, weighting: str,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Algorithm 2 on one batch: x0 (B,H,D) normalised actions, cond (B,C) ->
+    {"loss": (B,) weighted squared error (backpropagates), "t": (B,) long,
+     "landing": (B,) no-grad mean squared distance of the student's one DDIM step from the teacher's z_t''}.
+
+    t uniform on the student grid, z_t = alpha_t x + sigma_t eps; two teacher DDIM steps t -> t - s -> t - 2s
+    (s = teacher stride; below 0 is the clean end); target in the student's parameterisation."""
+    b = x0.shape[0]
+    grid = torch.as_tensor(student_grid)
+    t = grid[torch.randint(0, len(grid), (b,), generator=generator)]
+    t_mid, t_end = t - teacher_stride, t - 2 * teacher_stride
+    eps = torch.randn(x0.shape, generator=generator)
+    ac = teacher.alphas_cumprod
+    a_t, s_t = alpha_sigma(ac, t)
+    a_e, s_e = alpha_sigma(ac, t_end)
+    z64 = _b(a_t, x0) * x0.to(torch.float64) + _b(s_t, x0) * eps.to(torch.float64)
+    z = z64.to(x0.dtype)
+    z64 = z.to(torch.float64)
+    with torch.no_grad():
+        z_end = teacher.step(teacher.step(z, t, t_mid, cond), t_mid, t_end, cond)
+        x_tilde = distill_target_x(z64, z_end.to(torch.float64), a_t, s_t, a_e, s_e)
+        target = x_to_v(x_tilde, z64, a_t, s_t) if parameterization == "v" else x_tilde
+        w = loss_weight(a_t, s_t, weighting, parameterization)
+    out = student(z, t, global_cond=cond)
+    err = ((out - target.to(out.dtype)) ** 2).flatten(1).mean(1)
+    with torch.no_grad():  # z_t'' error of the student's step = (alpha'' - (sigma''/sigma) alpha) (x_hat - x~)
+        x_hat = pred_to_x(out.detach().to(torch.float64), z64, a_t, s_t, PARAMETERIZATIONS[parameterization])
+        k = a_e - s_e / s_t * a_t
+        landing = (_b(k, x_hat) * (x_hat - x_tilde)).pow(2).flatten(1).mean(1)
+    return {"loss": w.to(err.dtype) * err, "t": t, "landing": landing}
+
+
+# ------------------------------------------------------------------------------------------ the training
+@dataclass
+class DistillConfig:
+    teacher: str = "runs/pusht_keypoints/policy"
+    """teacher checkpoint: our directory or a built-in name (its DDIM grid at its num_inference_steps is round
+    1's teacher grid)"""
+    out: str = "runs/distill"
+    """run directory: round<r>/ per round (train_state.pt, log.jsonl, policy/, round.json), students.json"""
+    rounds: int = 4
+    """halvings (100 -> 50 -> 25 -> 12 -> 6 for four)"""
+    steps_per_round: int = 2000
+    """optimizer steps per round"""
+    batch_size: int = 256
+    lr: float = 1e-4
+    warmup_steps: int = 100
+    """linear warm-up, then cosine decay to 0 over the round (parapolicy.train.lr_lambda); Adam restarts each round"""
+    weight_decay: float = 1e-6
+    parameterization: str = "v"
+    """student output: v (v_prediction) or x (sample)"""
+    weighting: str = "truncated_snr"
+    """truncated_snr = max(SNR, 1) or snr_plus_one = SNR + 1, of the x-space error"""
+    student_clip_sample: bool = False
+    """clip x_hat to [-1, 1] in the student's sampler; off by default, because Algorithm 2's target assumes an
+    unclipped DDIM step (the final step's target, the teacher's clipped output, is in range anyway)"""
+    use_ema: bool = True
+    """save (and use as the next teacher) the EMA of the student's weights"""
+    ema_power: float = 0.75
+    ema_max: float = 0.9999
+    zarr: str | None = None
+    """Push-T replay buffer; default: the one parapolicy.data finds"""
+    val_ratio: float = 0.02
+    eval_batch: int = 256
+    """validation windows for the end-of-round sample gap (student vs teacher from the same noise)"""
+    save_every: int = 250
+    log_every: int = 50
+    seed: int = 0
+    num_threads: int | None = None
+    time_budget_min: float | None = None
+    """stop (after saving) when this invocation has trained this long; rerun to resume"""
+    score_cmd: str | None = None
+    """optional shell command run after each round, `{policy}` replaced by the student's directory; the last
+    stdout line that is a JSON object (e.g. with mean_score) is logged"""
+    wandb: bool = False
+    wandb_mode: str = "offline"
+    command: str = ""
+    """the command line, recorded in the student's config (set by main)"""
+
+    def __post_init__(self):
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {tuple(PARAMETERIZATIONS)}, got "
+                             f"{self.parameterization!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.rounds < 1 or self.steps_per_round < 1 or self.batch_size < 1:
+            raise ValueError("rounds, steps_per_round and batch_size must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.wandb_mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
+
+
+def student_config(teacher_cfg: dict, grid: tuple[int, ...], cfg: DistillConfig, info: dict) -> dict:
+    """The student's checkpoint config: the teacher's, with the student's prediction type, clipping, grid
+    (timestep_spacing/steps_offset) and step count, default_sampler "ddim" (what it was trained for);
+    `distillation` records how it was made."""
+    sk = dict(teacher_cfg["scheduler"])
+    t_train = int(sk.get("num_train_timesteps", 1000))
+    sk.update(prediction_type=PARAMETERIZATIONS[cfg.parameterization], clip_sample=cfg.student_clip_sample,
+              **grid_scheduler_fields(grid, t_train))
+    out = {k: v for k, v in teacher_cfg.items() if k not in ("training", "distillation")}
+    hist = dict(teacher_cfg.get("distillation", {}).get("teacher_training", {})) or teacher_cfg.get("training", {})
+    out.update(scheduler=sk, num_inference_steps=len(grid), default_sampler="ddim",
+               distillation=dict(info, timesteps=list(grid), sampler="ddim", parameterization=cfg.parameterization,
+                                 weighting=cfg.weighting, teacher_training=hist))
+    return out
+
+
+def load_windows(cfg: DistillConfig, teacher_cfg: dict, normalizer: LinearNormalizer):
+    """Push-T keypoint windows as the teacher was trained on, normalised with the teacher's normaliser:
+    -> (obs (N, To*Do), action (N, H, Da)) for training and validation."""
+    from parapolicy.data import ReplayBuffer, find_pusht_zarr, validation_mask
+    from parapolicy.train import TrainConfig, make_windows
+
+    if list(teacher_cfg["obs_keys"]) != ["obs"] or not teacher_cfg.get("obs_as_global_cond", True):
+        raise ValueError("the distillation data loader supports the Push-T keypoint policy (one obs key 'obs', "
+                         f"global conditioning); the teacher has obs_keys {teacher_cfg['obs_keys']}")
+    zpath = cfg.zarr or find_pusht_zarr()
+    if zpath is None:
+        raise FileNotFoundError("no Push-T replay buffer found; pass --zarr or set PARAPOLICY_PUSHT_ZARR")
+    buffer = ReplayBuffer.load(zpath, keys=["state", "keypoint", "action"])
+    tc = TrainConfig(horizon=teacher_cfg["horizon"], n_obs_steps=teacher_cfg["n_obs_steps"],
+                     n_action_steps=teacher_cfg["n_action_steps"])
+    val = validation_mask(buffer.n_episodes, cfg.val_ratio, tc.seed)
+    out = []
+    for mask in (~val, val):
+        w = make_windows(buffer, tc, mask)
+        obs = normalizer.normalize(torch.from_numpy(w["obs"]), "obs")
+        out.append((obs.reshape(len(obs), -1), normalizer.normalize(torch.from_numpy(w["action"]), "action")))
+    return out[0], out[1]
+
+
+def sample_gaps(reference: tuple[Denoiser, tuple], candidates: dict[str, tuple[Denoiser, tuple]],
+                cond: torch.Tensor, shape: tuple, seed: int = 0) -> dict[str, float]:
+    """Mean squared distance (normalised action units) of each candidate's DDIM sample (model, grid) from the
+    reference's, all from the same x_T (shape (B, H, D)) and cond (B, C)."""
+    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    ref = reference[0].sample(x_T, cond, reference[1])
+    return {k: float(((m.sample(x_T, cond, g) - ref) ** 2).mean()) for k, (m, g) in candidates.items()}
+
+
+def run_score_cmd(cmd: str, policy: Path) -> dict:
+    res = subprocess.run(shlex.split(cmd.replace("{policy}", shlex.quote(str(policy)))), capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"score command failed ({res.returncode}): {res.stderr[-2000:]}")
+    for line in reversed(res.stdout.strip().splitlines()):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            return rec
+    raise RuntimeError(f"score command printed no JSON object line: {res.stdout[-500:]}")
+
+
+def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: DistillConfig, round_dir: Path,
+                  round_index: int, deadline: float | None = None, log: Callable[[dict], None] | None = None,
+                  original: tuple[LoadedCheckpoint, tuple[int, ...]] | None = None):
+    """One round: teacher on its DDIM grid -> student on the halved grid, saved to round_dir/policy.
+
+    train_data, val_data: (obs (N, C), action (N, H, D)) normalised. Resumes from round_dir/train_state.pt.
+    original: round 1's teacher and grid, to also measure the student's distance from it (rounds > 1).
+    Returns the round summary (also round_dir/round.json) or None when the deadline stopped it first."""
+    tcfg = teacher_ckpt.config
+    t_train = int(tcfg["scheduler"].get("num_train_timesteps", 1000))
+    t_grid = scheduler_grid(tcfg["scheduler"], int(tcfg["num_inference_steps"]))
+    s_grid = halve_grid(t_grid, t_train)
+    t_stride = _check_grid(t_grid, t_train)
+    teacher = Denoiser.from_checkpoint(teacher_ckpt)
+    teacher.net.eval().requires_grad_(False)
+    round_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed + round_index)
+    student = copy.deepcopy(teacher.net).requires_grad_(True).train()
+    ema = copy.deepcopy(student).requires_grad_(False)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps_per_round))
+    step, seconds = 0, 0.0
+    state_path = round_dir / "train_state.pt"
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        student.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["lr_scheduler"])
+        step, seconds = st["step"], st["train_seconds"]
+        print(f"round {round_index}: resumed at step {step}", flush=True)
+    tr_obs, tr_act = train_data
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * round_index + step)
+    t0, losses = time.time(), []
+    info = {"round": round_index, "teacher": teacher_ckpt.path, "teacher_steps": len(t_grid),
+            "student_steps": len(s_grid), "command": cfg.command}
+    print(f"round {round_index}: teacher DDIM-{len(t_grid)} {list(t_grid[:3])}.. -> student DDIM-{len(s_grid)} "
+          f"{list(s_grid)}", flush=True)
+
+    def save_state():
+        _atomic_torch_save({"model": student.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                            "lr_scheduler": sched.state_dict(), "step": step,
+                            "train_seconds": seconds + time.time() - t0}, state_path)
+
+    with open(round_dir / "log.jsonl", "a") as log_f:
+        while step < cfg.steps_per_round:
+            idx = torch.randint(0, len(tr_obs), (cfg.batch_size,), generator=gen)
+            res = distill_batch(student, teacher, tr_act[idx], tr_obs[idx], s_grid, t_stride, cfg.parameterization,
+                                cfg.weighting, generator=gen)
+            loss = res["loss"].mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            d = ema_decay(step - 1, cfg.ema_power, cfg.ema_max) if cfg.use_ema else 0.0
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), student.parameters()):
+                    pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+                for be, bm in zip(ema.buffers(), student.buffers()):
+                    be.copy_(bm)
+            hi = (res["t"] >= t_train // 2).to(res["loss"].dtype)
+            losses.append((loss.item(), float((res["loss"].detach() * hi).sum()), float(hi.sum()),
+                           float(res["landing"].mean())))
+            if step % cfg.log_every == 0 or step == cfg.steps_per_round:
+                el = seconds + time.time() - t0
+                a = np.asarray(losses)
+                n_hi, n_all = a[:, 2].sum(), len(a) * cfg.batch_size
+                rec = {"round": round_index, "student_steps": len(s_grid), "step": step,
+                       "loss": float(a[:, 0].mean()),
+                       "loss_t_high": float(a[:, 1].sum() / max(n_hi, 1)),
+                       "loss_t_low": float((a[:, 0].sum() * cfg.batch_size - a[:, 1].sum()) / max(n_all - n_hi, 1)),
+                       "landing_mse": float(a[:, 3].mean()),
+                       "lr": sched.get_last_lr()[0], "seconds": round(el, 1),
+                       "sec_per_step": round(el / step, 3),
+                       "eta_min": round(el / step * (cfg.steps_per_round - step) / 60, 1)}
+                losses = []
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+                print(json.dumps(rec), flush=True)
+                if log:
+                    log(rec)
+            if step % cfg.save_every == 0:
+                save_state()
+            if deadline is not None and time.time() > deadline and step < cfg.steps_per_round:
+                save_state()
+                print(f"round {round_index}: time budget reached at step {step}; rerun to resume", flush=True)
+                return None
+        save_state()
+
+    final = ema if cfg.use_ema else student
+    final.eval()
+    va_obs, va_act = val_data
+    n = min(cfg.eval_batch, len(va_obs))
+    summary = dict(info, train_steps=step, batch_size=cfg.batch_size, train_seconds=round(seconds + time.time() - t0, 1))
+    if n:
+        g = torch.Generator().manual_seed(12345)
+        with torch.no_grad():
+            res = distill_batch(final, teacher, va_act[:n], va_obs[:n], s_grid, t_stride, cfg.parameterization,
+                                cfg.weighting, generator=g)
+        summary["val_loss"], summary["val_landing_mse"] = float(res["loss"].mean()), float(res["landing"].mean())
+        stu = Denoiser(final, PARAMETERIZATIONS[cfg.parameterization],
+                       1.0 if cfg.student_clip_sample else None, teacher.alphas_cumprod)
+        shape = tuple(va_act[:n].shape)
+        summary.update(sample_gaps((teacher, t_grid), {"gap_student": (stu, s_grid),
+                                                       "gap_teacher_same_steps": (teacher, s_grid)}, va_obs[:n], shape))
+        if original is not None and round_index > 1:
+            orig = (Denoiser.from_checkpoint(original[0]), original[1])
+            orig[0].net.eval()
+            summary.update(sample_gaps(orig, {"gap_student_vs_original": (stu, s_grid),
+                                              "gap_original_same_steps": (orig[0], s_grid)}, va_obs[:n], shape))
+    policy_dir = save_policy_dir(round_dir / "policy", student_config(tcfg, s_grid, cfg, summary),
+                                 final.state_dict(), teacher_ckpt.normalizer_state)
+    summary["policy"] = str(policy_dir)
+    if cfg.score_cmd:
+        summary["score"] = run_score_cmd(cfg.score_cmd, policy_dir)
+    (round_dir / "round.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary), flush=True)
+    if log:
+        log({f"round_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    return summary
+
+
+def distill(cfg: DistillConfig, data=None) -> list[dict]:
+    """All rounds (resumable). data: optional ((obs, act), (val_obs, val_act)) normalised; default Push-T.
+    Returns the finished rounds' summaries (also out/students.json)."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    teacher = load_checkpoint(cfg.teacher)
+    t_train = int(teacher.config["scheduler"].get("num_train_timesteps", 1000))
+    grid0 = scheduler_grid(teacher.config["scheduler"], int(teacher.config["num_inference_steps"]))
+    grids = halving_schedule(grid0, t_train, cfg.rounds)
+    original = (teacher, grid0)
+    print(f"student step counts: {[len(g) for g in grids]}", flush=True)
+    if data is None:
+        data = load_windows(cfg, teacher.config, LinearNormalizer().load_flat_state(teacher.normalizer_state))
+    run = None
+    if cfg.wandb:
+        import wandb
+        run = wandb.init(project="parapolicy", dir=str(out), mode=cfg.wandb_mode, config=dataclasses.asdict(cfg),
+                         name=f"distill-{out.name}", resume="allow", id=f"distill-{out.name}")
+    deadline = time.time() + cfg.time_budget_min * 60 if cfg.time_budget_min is not None else None
+    done = []
+    try:
+        for r in range(1, cfg.rounds + 1):
+            rdir = out / f"round{r}"
+            if (rdir / "round.json").exists():
+                done.append(json.loads((rdir / "round.json").read_text()))
+            else:
+                s = distill_round(teacher, data[0], data[1], cfg, rdir, r, deadline=deadline, original=original,
+                                  log=(lambda rec: run.log(rec)) if run is not None else None)
+                if s is None:
+                    break
+                done.append(s)
+            teacher = load_checkpoint(rdir / "policy")
+            (out / "students.json").write_text(json.dumps(
+                [{"steps": d["student_steps"], "round": d["round"], "policy": d["policy"]} for d in done], indent=2))
+    finally:
+        if run is not None:
+            run.finish()
+    return done
+
+
+def plan(cfg: DistillConfig, data=None, n_steps: int = 5) -> dict:
+    """Time `n_steps` training steps (after one warm-up step) of round 1 at cfg.batch_size without writing
+    anything; print and return sec_per_step and the projected minutes per round and for all rounds."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    ck = load_checkpoint(cfg.teacher)
+    t_train = int(ck.config["scheduler"].get("num_train_timesteps", 1000))
+    t_grid = scheduler_grid(ck.config["scheduler"], int(ck.config["num_inference_steps"]))
+    grids = halving_schedule(t_grid, t_train, cfg.rounds)
+    if data is None:
+        data = load_windows(cfg, ck.config, LinearNormalizer().load_flat_state(ck.normalizer_state))
+    (obs, act), _ = data
+    teacher = Denoiser.from_checkpoint(ck)
+    teacher.net.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher.net).requires_grad_(True).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(n_steps + 1):
+        t0 = time.perf_counter()
+        idx = torch.randint(0, len(obs), (cfg.batch_size,), generator=gen)
+        loss = distill_batch(student, teacher, act[idx], obs[idx], grids[0], _check_grid(t_grid, t_train),
+                             cfg.parameterization, cfg.weighting, generator=gen)["loss"].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    sps = float(np.median(times[1:]))
+    res = {"batch_size": cfg.batch_size, "threads": torch.get_num_threads(), "sec_per_step": round(sps, 3),
+           "min_per_round": round(sps * cfg.steps_per_round / 60, 1),
+           "min_all_rounds": round(sps * cfg.steps_per_round * cfg.rounds / 60, 1),
+           "student_steps": [len(g) for g in grids]}
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def parse_args(argv=None) -> DistillConfig:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(DistillConfig):
+        if f.name == "command":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        typ = str(f.type)
+        if typ == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif typ.startswith("int"):
+            p.add_argument(flag, type=int, default=f.default)
+        elif typ.startswith("float"):
+            p.add_argument(flag, type=float, default=f.default)
+        else:
+            p.add_argument(flag, type=str, default=f.default)
+    return DistillConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv=None):
+    import sys
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--plan" in args:
+        args.remove("--plan")
+        plan(parse_args(args))
+        return
+    cfg = parse_args(args)
+    cfg.command = "python -m parapolicy.distill " + " ".join(args)
+    done = distill(cfg)
+    for d in done:
+        print(f"round {d['round']}: DDIM-{d['student_steps']} student at {d['policy']} "
+              f"({d['train_steps']} steps, {d['train_seconds']} s, val_loss {d.get('val_loss', float('nan')):.4g}, "
+              f"gap {d.get('gap_student', float('nan')):.3g} vs undistilled {d.get('gap_teacher_same_steps', float('nan')):.3g})")
+
+
+if __name__ == "__main__":
+    main()

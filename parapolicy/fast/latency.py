@@ -1,0 +1,108 @@
+"""Batch-latency curves of any denoiser, in the `{batch: seconds}` form the sampler's cost model reads.
+
+A denoiser here is any callable `f(sample (B,T,D), timestep (B,) long, local_cond=..., global_cond=...)
+-> (B,T,D)`. Timing is wall-clock (`time.perf_counter`), after warm-up calls, with a CUDA synchronize
+around each call when the inputs live on a GPU; the reported figure per batch size is the median.
+
+`compare_latency` times several denoisers round-robin (one call of each in turn, per repetition), so that
+background load on a shared machine falls on all of them alike and their ratios stay meaningful even when
+absolute times are noisy. It records two clocks per call: wall time (what a controller waits for; the
+default) and this process's CPU time (`time.process_time`, all its threads). With one torch thread on a
+machine shared with other jobs, the CPU-time figure estimates the wall time the call would take alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+
+DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def make_inputs(batch: int, horizon: int, action_dim: int, global_cond_dim: int | None = None,
+                local_cond_dim: int | None = None, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32, seed: int = 0, num_timesteps: int = 100) -> dict:
+    """Random denoiser inputs: {"sample": (B,T,D), "timestep": (B,) long, "local_cond", "global_cond"}."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = {
+        "sample": torch.randn(batch, horizon, action_dim, generator=g, dtype=dtype),
+        "timestep": torch.randint(0, num_timesteps, (batch,), generator=g),
+        "local_cond": (torch.randn(batch, horizon, local_cond_dim, generator=g, dtype=dtype)
+                       if local_cond_dim else None),
+        "global_cond": (torch.randn(batch, global_cond_dim, generator=g, dtype=dtype)
+                        if global_cond_dim else None),
+    }
+    return {k: (v.to(device) if v is not None else None) for k, v in inputs.items()}
+
+
+def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_dim: int,
+                    batch_sizes: Iterable[int] = DEFAULT_BATCHES, global_cond_dim: int | None = None,
+                    local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
+                    device: str | torch.device = "cpu", min_seconds: float = 0.0,
+                    samples: dict | None = None, clock: str = "wall") -> dict[str, dict[int, float]]:
+    """Median seconds per call of each denoiser at each batch size, timed round-robin.
+
+    -> {name: {batch: seconds}}. `warmup` untimed calls of each first; then at least `repeats` timed rounds
+    (each round calls every denoiser once), continuing until `min_seconds` have passed for the batch size.
+    clock: "wall" (perf_counter) or "process" (process CPU time) for the returned medians. If `samples` is
+    a dict, every raw timing is stored in it: samples[name][batch] = {"wall": [s, ...], "process": [s, ...]}.
+    """
+    if clock not in ("wall", "process"):
+        raise ValueError(f'clock must be "wall" or "process", got {clock!r}')
+    batch_sizes = [int(b) for b in batch_sizes]
+    if not denoisers:
+        raise ValueError("compare_latency needs at least one denoiser")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"batch sizes must be positive integers, got {batch_sizes}")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    cuda = torch.device(device).type == "cuda"
+    out: dict[str, dict[int, float]] = {name: {} for name in denoisers}
+    with torch.no_grad():
+        for b in batch_sizes:
+            inputs = make_inputs(b, horizon, action_dim, global_cond_dim, local_cond_dim, device=device)
+            args = (inputs["sample"], inputs["timestep"])
+            kwargs = {k: inputs[k] for k in ("local_cond", "global_cond") if inputs[k] is not None}
+            times = {name: {"wall": [], "process": []} for name in denoisers}
+            for f in denoisers.values():
+                for _ in range(warmup):
+                    f(*args, **kwargs)
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            while True:
+                for name, f in denoisers.items():
+                    if cuda:
+                        torch.cuda.synchronize()
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    f(*args, **kwargs)
+                    if cuda:
+                        torch.cuda.synchronize()
+                    times[name]["wall"].append(time.perf_counter() - t0)
+                    times[name]["process"].append(time.process_time() - c0)
+                n = len(next(iter(times.values()))["wall"])
+                if n >= repeats and time.perf_counter() - start >= min_seconds:
+                    break
+            for name, ts in times.items():
+                out[name][b] = statistics.median(ts[clock])
+                if samples is not None:
+                    samples.setdefault(name, {})[b] = ts
+    return out
+
+
+def measure_latency_curve(denoiser: Callable, *, horizon: int, action_dim: int,
+                          batch_sizes: Iterable[int] = DEFAULT_BATCHES, global_cond_dim: int | None = None,
+                          local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
+                          device: str | torch.device = "cpu", clock: str = "wall") -> dict[int, float]:
+    """{batch: median seconds per call} of one denoiser: the `cost_model` of the sampler's window="auto".
+
+    Example:
+        >>> curve = measure_latency_curve(fast, horizon=16, action_dim=2, global_cond_dim=40)
+        >>> curve[16] / curve[1]          # how much a batch of 16 costs relative to one call
+    """
+    return compare_latency({"d": denoiser}, horizon=horizon, action_dim=action_dim, batch_sizes=batch_sizes,
+                           global_cond_dim=global_cond_dim, local_cond_dim=local_cond_dim, warmup=warmup,
+                           repeats=repeats, device=device, clock=clock)["d"]

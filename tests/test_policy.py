@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from parapolicy import load_policy
+from parapolicy.checkpoint import save_policy_dir
+from parapolicy.policy import SAMPLERS, SamplerConfig
+from tests.conftest import tiny_policy_parts
+
+
+def obs_batch(policy, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"obs": torch.rand(b, policy.n_obs_steps, 20, generator=g) * 500}
+
+
+def noise(policy, b=2, steps=20, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, policy.horizon, policy.input_dim, generator=g),
+            torch.randn(steps, b, policy.horizon, policy.input_dim, generator=g))
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_returns_chunks_of_the_right_shape(tiny_policy_dir, name):
+    p = load_policy(tiny_policy_dir)
+    out = p.predict_action(obs_batch(p), sampler=SamplerConfig(name=name, num_inference_steps=10),
+                           generator=torch.Generator().manual_seed(0))
+    assert out["action"].shape == (2, p.n_action_steps, 2)
+    assert out["action_pred"].shape == (2, p.horizon, 2)
+    torch.testing.assert_close(out["action"], out["action_pred"][:, p.action_start:p.action_start + p.n_action_steps])
+    assert torch.isfinite(out["action"]).all()
+    assert (out["stats"] is not None) == name.startswith("para")
+
+
+def test_parallel_equals_sequential_on_the_same_noise(tiny_policy_dir):
+    p = load_policy(tiny_policy_dir)
+    x_T, z = noise(p)
+    seq = p.predict_action(obs_batch(p), sampler="ddpm", init_noise=x_T, step_noise=z)
+    par = p.predict_action(obs_batch(p), sampler=SamplerConfig("paraddpm", window=5, tol=0.0),
+                           init_noise=x_T, step_noise=z)
+    torch.testing.assert_close(par["action_pred"], seq["action_pred"], atol=1e-3, rtol=1e-5)
+    assert par["stats"].iterations < 20 * 2  # finished, and reported its rounds
+    # a looser tolerance never costs more rounds than exact convergence
+    loose = p.predict_action(obs_batch(p), sampler=SamplerConfig("paraddpm", window=5),
+                             init_noise=x_T, step_noise=z)
+    assert loose["stats"].iterations <= par["stats"].iterations
+
+
+def test_global_cond_is_normalised_and_flattened_in_key_order(tiny_policy_dir):
+    p = load_policy(tiny_policy_dir)
+    obs = obs_batch(p)
+    cond = p.normalized_condition(obs)
+    expected = p.normalizer.normalize(obs["obs"], "obs").reshape(2, -1)
+    torch.testing.assert_close(cond, expected)
+
+
+def test_inpainting_policy_samples(tmp_path):
+    cfg, model, norm = tiny_policy_parts(global_cond=False)
+    path = save_policy_dir(tmp_path / "inpaint", cfg, model.state_dict(), norm.state_dict())
+    p = load_policy(path)
+    assert p.input_dim == 22 and not p.global_cond
+    out = p.predict_action(obs_batch(p), sampler="ddpm", generator=torch.Generator().manual_seed(0))
+    assert out["action"].shape == (2, p.n_action_steps, 2)
+
+
+def test_bad_observations_are_named(tiny_policy_dir):
+    p = load_policy(tiny_policy_dir)
+    with pytest.raises(ValueError, match="lacks"):
+        p.predict_action({"state": torch.zeros(1, 2, 20)}, sampler="ddpm")
+    with pytest.raises(ValueError, match=r"shape \(B, 2, 20\)"):
+        p.predict_action({"obs": torch.zeros(1, 3, 20)}, sampler="ddpm")
+    bad = torch.zeros(1, 2, 20)
+    bad[0, 1, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        p.predict_action({"obs": bad}, sampler="ddpm")
+    with pytest.raises(ValueError, match="init_noise"):
+        p.predict_action({"obs": torch.zeros(1, 2, 20)}, sampler="ddpm", init_noise=torch.zeros(1, 4, 2))
+
+
+def test_sampler_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown sampler 'fast'"):
+        SamplerConfig(name="fast")
+    with pytest.raises(ValueError, match="window"):
+        SamplerConfig(window=0)
+    with pytest.raises(ValueError, match="tol"):
+        SamplerConfig(tol=-1)
+    with pytest.raises(ValueError, match="max_iters"):
+        SamplerConfig(max_iters=0)
+
+
+def test_act_queues_a_chunk_and_predicts_once_per_chunk(tiny_policy_dir):
+    p = load_policy(tiny_policy_dir)
+    calls = []
+    real = p.predict_action
+    p.predict_action = lambda *a, **k: calls.append(1) or real(*a, **k)
+    g = torch.Generator().manual_seed(0)
+    actions = [p.act({"obs": torch.rand(20) * 500}, sampler="ddpm", generator=g) for _ in range(2 * p.n_action_steps)]
+    assert len(calls) == 2 and all(a.shape == (2,) for a in actions)
+    p.reset()
+    p.act({"obs": torch.rand(20)}, sampler="ddpm", generator=g)
+    assert len(calls) == 3
+
+
+def test_warm_start_in_act_uses_the_previous_trajectory(tiny_policy_dir):
+    p = load_policy(tiny_policy_dir)
+    cfg = SamplerConfig("paraddpm", window=4, warm_start=True)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2 * p.n_action_steps):
+        p.act({"obs": torch.full((20,), 100.0)}, sampler=cfg, generator=g)
+    assert p._last_traj is not None and p.last_output["stats"].iterations >= 1

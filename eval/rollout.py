@@ -36,9 +36,9 @@ import torch
 
 @dataclass
 class CallRecord:
-    """One policy call: the observation's env step, batch size, wall-clock ms, Picard rounds (sequential
-    samplers: rounds = NFE = steps), denoiser evaluations per sample, whether max_iters capped it, and whether
-    it counts as warm-up (excluded from latency statistics)."""
+    """One policy call: the observation's env step, batch size, wall-clock ms, Picard rounds of the whole
+    (batched) call (sequential samplers: rounds = NFE = steps), denoiser evaluations spent on this episode's
+    sample, whether max_iters capped it, and whether it counts as warm-up (excluded from latency statistics)."""
 
     step: int
     batch: int
@@ -216,14 +216,16 @@ def _error(r: EpisodeResult, e: BaseException) -> None:
 
 def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max_steps: int,
                   counter: CallCounter, probe_every: int = 0, record_frames: set | None = None,
-                  on_episode: Callable[[EpisodeResult, list | None], None] | None = None) -> list[EpisodeResult]:
+                  on_episode: Callable[[EpisodeResult, list | None], None] | None = None,
+                  on_cycle: Callable[[int, int], None] | None = None) -> list[EpisodeResult]:
     """Run len(seeds) episodes side by side (lock-step; envs[i] runs seeds[i]) with one batched policy call per
     chunk. Returns one EpisodeResult per seed, in order; `on_episode(result, frames)` is called as each ends.
 
     An exception in one episode's env step is recorded in that episode; an exception in a batched policy call is
     retried episode by episode so that only the failing episodes are marked "error".
     probe_every: keep the observation window of every probe_every-th chunk (0: none) in `probe_obs`.
-    record_frames: seeds whose rgb frames are collected (the env must render rgb_array)."""
+    record_frames: seeds whose rgb frames are collected (the env must render rgb_array).
+    on_cycle(env step reached, episodes still running) is called after each chunk (for progress display)."""
     if len(envs) < len(seeds):
         raise ValueError(f"{len(seeds)} seeds need as many envs, got {len(envs)}")
     slots: list[_Slot] = []
@@ -251,12 +253,14 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
         out, ms = predict_chunk(policy, sampler, [s.seed for s in group], [s.chunk for s in group], windows,
                                 inits)
         rounds, nfe, capped = _call_stats(out["stats"], n_sampler_steps(policy, sampler))
+        per_sample = getattr(out["stats"], "nfe_per_sample", None)
         warm = counter.next_is_warmup(label)
         actions = out["action"].detach().cpu().numpy()
         traj = out.get("trajectory")
         for i, s in enumerate(group):
-            s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds, nfe=nfe,
-                                             capped=capped, warmup=warm))
+            nfe_i = float(per_sample[i]) if per_sample is not None and len(per_sample) == len(group) else nfe
+            s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds,
+                                             nfe=nfe_i, capped=capped, warmup=warm))
             if probe_every and s.chunk % probe_every == 0:
                 s.result.probe_obs.append([s.chunk, windows[i].tolist()])
             s.traj = traj[:, i:i + 1] if traj is not None else None
@@ -297,6 +301,8 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
                 _finish(s.result)
                 if on_episode:
                     on_episode(s.result, s.frames)
+        if on_cycle:
+            on_cycle(max(s.result.steps for s in active), sum(not s.done for s in slots))
     return [s.result for s in slots]
 
 

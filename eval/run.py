@@ -35,10 +35,10 @@ class EvalConfig:
     samplers: list
     n_episodes: int = 10
     seed_start: int = 100000
-    n_envs: int = 5
+    n_envs: int = 10
     device: str = "cpu"
     max_steps: int = 300
-    num_threads: int | None = None
+    num_threads: int | None = 1
     realtime: bool = False
     latency_scale: float = 1.0
     realtime_trigger: int = 0
@@ -365,8 +365,11 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
                                                        record_frames=bool(frames_for and s in frames_for))
                         on_episode(label)(res, frames)
                 else:
+                    def on_cycle(step, running, label=label):
+                        if bar is not None:
+                            bar.set_postfix_str(f"{label}: step {step}/{ec.max_steps}, {running} running")
                     rollout_block(policy, sc, label, envs, todo, ec.max_steps, counter, probe_every,
-                                  frames_for, on_episode(label))
+                                  frames_for, on_episode(label), on_cycle)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing results of the finished episodes", file=sys.stderr)
@@ -384,8 +387,12 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
     probe_out = None
     if not interrupted and ec.probe_calls > 0:
         windows = _probe_windows(records, ref, keys[ref], ec.probe_calls + ec.warmup_calls)
-        if windows:
-            probe_out = probe(policy, samplers, windows, warmup=min(ec.warmup_calls, len(windows) - 1))
+        try:
+            if windows:
+                probe_out = probe(policy, samplers, windows, warmup=min(ec.warmup_calls, len(windows) - 1))
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\ninterrupted during the latency probe: writing results without it", file=sys.stderr)
     extra = {"config": config_record, "versions": versions(), "interrupted": interrupted,
              "run_seconds_this_process": run_s,
              "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}

@@ -209,6 +209,22 @@ def test_evaluate_writes_outputs_and_resumes(tiny_ckpt, tmp_path):
     assert json.loads((out / "results.json").read_text())["samplers"]["ddpm"]["n_episodes"] == 3
 
 
+def test_realtime_evaluation_and_report(tiny_ckpt, tmp_path):
+    from eval.report import main as report_main
+    from eval.run import evaluate
+
+    res = evaluate(base_cfg(tiny_ckpt, n_episodes=1, n_envs=1, realtime=True, latency_scale=50.0, plots=False,
+                            warmup_calls=0),
+                   tmp_path / "rt")
+    for m in res["samplers"].values():
+        assert m["n_episodes"] == 1 and m["latency_source"].startswith("rollout")
+        assert m["held_steps_per_episode"] > 0  # 50x the measured latency is more than one env step
+    assert res["config"]["realtime"] is True and "latency-aware" in (tmp_path / "rt" / "results.md").read_text()
+    assert report_main([str(tmp_path), "--no-plot"]) == 0
+    rows = json.loads((tmp_path / "report.json").read_text())["rows"]
+    assert [r["sampler"] for r in rows] == ["ddpm", "paraddpm"] and rows[0]["realtime"] is True
+
+
 def test_one_rollout_per_robot_reports_rollout_latency(tiny_ckpt, tmp_path):
     from eval.run import evaluate
 

@@ -60,6 +60,7 @@ def test_eval_run_cli_names_the_bad_key(tiny_ckpt, tmp_path):
     assert not (tmp_path / "episodes.jsonl").exists()
 
 
+@pytest.mark.slow  # two worker processes each import torch: ~15 s on an idle 2-core CPU, minutes when loaded
 def test_joblib_multirun_of_two_jobs_and_report(tiny_ckpt, tmp_path):
     sweep = tmp_path / "sweep"
     p = run(["-m", "eval.run", "-m", f"policy.path={tiny_ckpt}", *TINY, "wandb.mode=disabled",

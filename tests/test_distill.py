@@ -404,3 +404,19 @@ def test_real_teacher_one_tiny_round(tmp_path):
     (summary,) = D.distill(cfg)
     pol = load_policy(summary["policy"])
     assert pol.config["num_inference_steps"] == 50 and np.isfinite(summary["gap_student"])
+
+
+def test_score_cmd_reads_results_json_or_stdout(tmp_path):
+    import sys
+    write = ("import json,os,sys; os.makedirs(sys.argv[2], exist_ok=True); json.dump({'samplers': {'ddim': "
+             "{'mean_score': 0.5, 'n_episodes': 2, 'latency_ms': {'p50': 3.0}, 'nfe_per_call': {'mean': 6}}}}, "
+             "open(sys.argv[2] + '/results.json', 'w')); print(sys.argv[1])")
+    cmd = f"{sys.executable} -c \"{write}\" {{policy}} {{out}}"
+    res = D.run_score_cmd(cmd, tmp_path / "pol", tmp_path / "score")
+    assert res == {"ddim": {"mean_score": 0.5, "mean_score_ci95": None, "pc_success": None, "n_episodes": 2,
+                            "latency_ms_p50": 3.0, "nfe_per_call": 6}}
+    res = D.run_score_cmd(f"{sys.executable} -c \"print('x'); print('{{\\\"mean_score\\\": 0.25}}')\"",
+                          tmp_path / "pol", tmp_path / "none")
+    assert res == {"mean_score": 0.25}
+    with pytest.raises(RuntimeError, match="failed"):
+        D.run_score_cmd(f"{sys.executable} -c \"raise SystemExit(3)\"", tmp_path / "pol", tmp_path / "none")

@@ -22,7 +22,8 @@ point x_j (s < j <= s+p) is
     e_j = ||x_j^new - x_j^old||^2 / (H * D * v_j),
 
 v_j = DDPM posterior variance of step j (`Schedule.tol_var`, clamped >= 1e-20, v_S = inf). With i the first
-window offset where e_{s+1+i} > tol^2 (i = p if none), the window start moves to s + min(i+1, p).
+window offset where e_{s+1+i} > tol^2 (i = p if none), the window start moves to s + min(i+1, n), n = the
+number of steps evaluated this round (p, or fewer at the end / in the 1-step first round of the rollout).
 Guarantee: every accepted x_{j+1} was computed with drifts evaluated at points x_i^old (s < i <= j) whose
 RMS distance to the accepted x_i^new is <= tol * sqrt(v_i), i.e. each step's input is perturbed by at most
 tol times the noise std that step injects (the sequential sampler's own noise scale); with tol = 0 only
@@ -157,7 +158,8 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
             err = sq * inv_var[nxt]                                      # (p, A) error ratios
             bad = (err > tol2) | ~valid
             first_bad = torch.where(bad.any(0), bad.int().argmax(0), torch.full_like(s, p))
-            adv = torch.clamp(first_bad + 1, max=p)                      # (A,) accepted steps this round
+            adv = torch.minimum(first_bad + 1, valid.sum(0))             # (A,) accepted steps this round
+            # (ParaDiGMS: min(first bad + 1, p); never past the last point computed this round)
             write = new
             if accelerator is not None:
                 write = accelerator.mix(nxt, valid, bs, old, new, adv)

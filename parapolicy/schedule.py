@@ -104,7 +104,7 @@ def _check_config(cfg, family: str, name: str) -> None:
         if cfg.get("algorithm_type") != "dpmsolver++":
             raise ValueError(f"{name}: algorithm_type {cfg.get('algorithm_type')!r} is not supported "
                              "(only the deterministic 'dpmsolver++')")
-        if cfg.get("use_flow_sigmas", False) or cfg.get("variance_type") is not None:
+        if cfg.get("use_flow_sigmas", False) or cfg.get("variance_type") in ("learned", "learned_range"):
             raise ValueError(f"{name}: flow sigmas and learned variance are not supported")
         if cfg.get("solver_order", 2) not in (1, 2, 3):
             raise ValueError(f"{name}: solver_order must be 1, 2 or 3")
@@ -185,7 +185,9 @@ def _tol_var(ac: torch.Tensor, ts: list[int], final_ab: torch.Tensor) -> torch.T
 def _common(s, cfg, family, ts, x0_a, x0_b, c_x0, c_x, std, tol_var, signal,
             order=None, dpm=None, dpm_r=None):
     S = len(ts)
-    clip = float(cfg["clip_sample_range"]) if cfg.get("clip_sample", False) else None
+    clip = None
+    if cfg.get("clip_sample", False) and family != "dpmsolver":      # DPM-Solver++ has no clip_sample
+        clip = float(cfg["clip_sample_range"])
     return Schedule(
         family=family, prediction_type=cfg["prediction_type"], solver_type=cfg.get("solver_type", "midpoint"),
         timesteps=torch.tensor(ts, dtype=torch.long), clip=clip,
@@ -378,3 +380,15 @@ def _dpm_mean(sched, k, x, m0, m_prev):
         d2 = r[3][o3] * (d1_0 - d1_1)
         out[o3] = c[0][o3] * x[o3] - c[1][o3] * a0 + c[2][o3] * d1 - c[3][o3] * d2
     return out
+
+
+def frozen_x0_coeffs(sched: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b), each (S,): step k with the data prediction frozen at x0_hat is affine,
+    mean_k = a_k * x_k + b_k * x0_hat (DDPM eq. 7; DDIM eq. 12 with eps = (x - sqrt(ab) x0) / sqrt(1-ab);
+    first-order DPM-Solver++). Used to roll out a cheap initial guess for points not yet evaluated."""
+    if sched.family == "ddpm":
+        return sched.c_x.clone(), sched.c_x0.clone()
+    if sched.family == "ddim":
+        a = sched.c_x / sched.x0_b
+        return a, sched.c_x0 - a * sched.x0_a
+    return sched.dpm[:, 0].clone(), -sched.dpm[:, 1]

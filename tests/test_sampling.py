@@ -333,3 +333,17 @@ def test_bad_inputs_raise_value_errors():
         sample_sequential(den, ddpm(thresholding=True), x_T, cond=cond)
     with pytest.raises(ValueError, match="denoiser returned"):
         sample_sequential(lambda x, t, c: x[:, :4], sched, x_T, cond=cond)
+
+
+@pytest.mark.parametrize("fam", ["ddpm", "dpm3"])
+def test_rollout_start_and_plain_start_are_both_exact(fam):
+    sched, n = FAMILIES[fam]("epsilon")
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
+    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    for roll in (True, False):
+        out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=8,
+                                tol=0, rollout=roll)
+        assert max_err(out, ref) <= 1e-5
+        assert st.windows[0][0][2] - st.windows[0][0][1] == (1 if roll else 8)

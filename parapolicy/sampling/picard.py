@@ -22,7 +22,8 @@ point x_j (s < j <= s+p) is
     e_j = ||x_j^new - x_j^old||^2 / (H * D * v_j),
 
 v_j = DDPM posterior variance of step j (`Schedule.tol_var`, clamped >= 1e-20, v_S = inf). With i the first
-window offset where e_{s+1+i} > tol^2 (i = p if none), the window start moves to s + min(i+1, p).
+window offset where e_{s+1+i} > tol^2 (i = p if none), the window start moves to s + min(i+1, n), n = the
+number of steps evaluated this round (p, or fewer at the end / in the 1-step first round of the rollout).
 Guarantee: every accepted x_{j+1} was computed with drifts evaluated at points x_i^old (s < i <= j) whose
 RMS distance to the accepted x_i^new is <= tol * sqrt(v_i), i.e. each step's input is perturbed by at most
 tol times the noise std that step injects (the sequential sampler's own noise scale); with tol = 0 only
@@ -46,7 +47,7 @@ from parapolicy.sampling.common import (
 )
 from parapolicy.sampling.sequential import step_rows
 from parapolicy.sampling.stats import PicardStats
-from parapolicy.schedule import make_schedule, predict_x0
+from parapolicy.schedule import frozen_x0_coeffs, make_schedule, predict_x0
 
 ACCELS = ("none", "anderson", "taa")
 
@@ -56,7 +57,7 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                   window: int | str = 16, tol: float = 0.1, max_iters: int | None = None,
                   init: torch.Tensor | None = None, generator: torch.Generator | None = None,
                   deadline: float | None = None, accel: str | None = None, cost_model=None,
-                  accel_memory: int = 3) -> tuple[torch.Tensor, PicardStats]:
+                  accel_memory: int = 3, rollout: bool = True) -> tuple[torch.Tensor, PicardStats]:
     """Parallel-in-time sampling by Picard iteration over a sliding window of `window` steps.
 
     x_T: (B, H, D); noise: (S, B, H, D) or None (drawn from `generator`, same draw as `sample_sequential`);
@@ -66,6 +67,10 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     init: (S+1, B, H, D) initial trajectory guess (warm start; init[0] is replaced by x_T; never modified);
     deadline: a `time.monotonic()` value checked before each round (anytime stop, like max_iters);
     accel: None/"none" plain Picard, "anderson" or "taa" (triangular Anderson, see `accel.py`).
+    rollout: (only without `init`) start with a 1-step round and, after every round, re-initialise the
+    points past each window's end by rolling the steps out with the data prediction frozen at the last
+    evaluated point (`frozen_x0_coeffs`; no denoiser calls). Only the starting guess of points that were
+    never evaluated changes, so exactness and the tolerance guarantee are untouched; it saves rounds.
 
     Returns (x_0 (B, H, D), PicardStats). x_0 = trajectory[S]. After a cap (max_iters / deadline) the
     result is still defined: points up to `stats.converged_steps[b]` are accepted (exact for tol = 0), the
@@ -103,6 +108,10 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
         accelerator = AndersonMixer(S, B, (H, D), memory=accel_memory, triangular=acc_name == "taa",
                                     device=dev, dtype=x_T.dtype)
 
+    do_roll = bool(rollout) and init is None
+    if do_roll:
+        roll_a, roll_b = (v.to(device=dev, dtype=x_T.dtype) for v in frozen_x0_coeffs(sched))
+        roll_s = sched.std.to(device=dev, dtype=x_T.dtype)
     begin = [0] * B
     nfe = [0] * B
     rounds, capped = 0, False
@@ -121,12 +130,15 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
             s = torch.tensor([begin[b] for b in active], device=dev)
             pos = s[None, :] + ar[:, None]                              # (p, A) step index of each slot
             valid = pos < S
+            if do_roll and rounds == 0:
+                valid = valid & (ar[:, None] < 1)                       # first round: x_T alone
             vi, vj = valid.nonzero(as_tuple=True)
             k_rows, b_rows = pos[vi, vj], bs[vj]
             x_rows = traj[k_rows, b_rows]                                # (N, H, D) current iterate x_k
             out = call_denoiser(denoiser, x_rows, ts[k_rows], None if cond is None else cond[b_rows])
+            x0_rows = predict_x0(sched, k_rows, x_rows, out) if (hist is not None or do_roll) else None
             if hist is not None:
-                hist[k_rows, b_rows] = predict_x0(sched, k_rows, x_rows, out)
+                hist[k_rows, b_rows] = x0_rows
             g_rows = step_rows(sched, k_rows, x_rows, out, hist, b_rows, z)  # G_k(x_k^old)
             rounds += 1
             for j, b in enumerate(active):
@@ -146,7 +158,8 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
             err = sq * inv_var[nxt]                                      # (p, A) error ratios
             bad = (err > tol2) | ~valid
             first_bad = torch.where(bad.any(0), bad.int().argmax(0), torch.full_like(s, p))
-            adv = torch.clamp(first_bad + 1, max=p)                      # (A,) accepted steps this round
+            adv = torch.minimum(first_bad + 1, valid.sum(0))             # (A,) accepted steps this round
+            # (ParaDiGMS: min(first bad + 1, p); never past the last point computed this round)
             write = new
             if accelerator is not None:
                 write = accelerator.mix(nxt, valid, bs, old, new, adv)
@@ -154,6 +167,12 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
             write = torch.where(keep[..., None, None], new, write)
             wi, wj = valid.nonzero(as_tuple=True)
             traj[nxt[wi, wj], bs[wj]] = write[wi, wj]
+            if do_roll:
+                n_valid = valid.sum(0)                                   # (A,)
+                last = vi == (n_valid[vj] - 1)                           # each sample's last evaluated row
+                x0_hat = x_T.new_zeros((A, H, D))
+                x0_hat[vj[last]] = x0_rows[last]
+                _roll_tail(traj, bs, s + n_valid, x0_hat, roll_a, roll_b, roll_s, z)
             wl, rl = [], []
             for j, b in enumerate(active):
                 n_valid = int(valid[:, j].sum())
@@ -168,3 +187,19 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                         residuals=residuals, trajectory=traj, window=int(p), num_steps=S, accel=acc_name,
                         predicted_latency_s=predicted)
     return traj[S].clone(), stats
+
+
+def _roll_tail(traj, bs, end, x0_hat, a, b, std, z):
+    """In place: for each sample j, x_{k+1} = a_k x_k + b_k x0_hat_j + std_k z_k for k >= end_j (the points
+    past its window, never evaluated). traj: (S+1, B, H, D); bs, end: (A,); x0_hat: (A, H, D)."""
+    S = traj.shape[0] - 1
+    k0 = int(end.min())
+    for k in range(k0, S):
+        m = end <= k
+        if not bool(m.any()):
+            continue
+        rows = bs[m]
+        x = a[k] * traj[k, rows] + b[k] * x0_hat[m]
+        if z is not None:
+            x = x + std[k] * z[k, rows]
+        traj[k + 1, rows] = x

@@ -3,8 +3,10 @@
 Same function as the eager module (same weights, same call), computed differently:
 
     activations stay (B, T, C)          no transpose between layers
-    Conv1d -> one im2col matmul         (B*T, k*C_in) x (k*C_in, C_out), weights packed once (layers.py)
-    first conv + 1x1 residual conv      one matmul with the two weights side by side
+    Conv1d -> one im2col matmul         (B*T, k*C_in) x (k*C_in, C_out), weights packed once (layers.py);
+                                        narrow residual-block convs (conv_impl="auto") instead run as oneDNN
+                                        conv2d on the free channels-last (B, C, T, 1) view, no im2col copy
+    first conv + 1x1 residual conv      one matmul with the two weights side by side (im2col layers)
     ConvTranspose1d(4, 2, 1)            one matmul over 3-tap windows, even/odd outputs as column halves
     GroupNorm + Mish                    torch's channels-last GroupNorm on a free view, then Mish
     every FiLM encoder Linear           one (B, cond_dim) x (cond_dim, sum of FiLM widths) matmul per call

@@ -4,6 +4,9 @@
     python -m eval.bench_denoiser --full                # batches 1..128 (powers of 2), + compiled variants
     python -m eval.bench_denoiser --models shipped --batches 1,16 --variants eager,fast32 --threads 1
 
+Variants: eager; fast32 / fastbf16 (parapolicy.fast, conv_impl="auto"); fast32-im2col / fastbf16-im2col (every
+residual-block conv as an im2col matmul); compiled32 / compiledbf16 (torch.compile + freezing).
+
 Models (random weights; timing does not depend on the values):
     shipped   down_dims (64,128,256), kernel 5, step embedding 256, global_cond 40, horizon 16, action 2
     full      down_dims (256,512,1024), the full-size Diffusion Policy UNet, same other sizes
@@ -37,7 +40,7 @@ MODELS = {
                  diffusion_step_embed_dim=256),
 }
 HORIZON = 16
-VARIANTS = ("eager", "fast32", "fastbf16", "compiled32", "compiledbf16")
+VARIANTS = ("eager", "fast32", "fastbf16", "compiled32", "compiledbf16", "fast32-im2col", "fastbf16-im2col")
 DEFAULT_VARIANTS = ("eager", "fast32", "fastbf16")
 DEFAULT_BATCHES = (1, 4, 16, 64)
 FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -52,11 +55,12 @@ def build_variants(model, names, compile_dynamic):
         if name == "eager":
             out[name] = model
             continue
-        dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
+        dtype = torch.bfloat16 if "bf16" in name else torch.float32
+        impl = "im2col" if name.endswith("-im2col") else "auto"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fast = optimize_denoiser(model, dtype=dtype, compile=name.startswith("compiled"),
-                                     dynamic=compile_dynamic)
+                                     dynamic=compile_dynamic, conv_impl=impl)
         for w in caught:
             if issubclass(w.category, RuntimeWarning):  # our bf16 / prepack fallbacks, not torch noise
                 print(f"  [{name}] warning: {w.message}")

@@ -134,12 +134,14 @@ def test_conv_with_residual_and_group_norm_mish():
 
 # --- the whole UNet, float32 ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,batch,prepack", [(n, b, None) for n in CONFIGS for b in (1, 3, 8)]
-                         + [(n, 3, False) for n in CONFIGS])
-def test_float32_matches_eager(name, batch, prepack):
+@pytest.mark.parametrize("name,batch,prepack,impl", [(n, b, None, "auto") for n in CONFIGS for b in (1, 3, 8)]
+                         + [(n, 3, False, "im2col") for n in CONFIGS]
+                         + [(n, 2, None, "im2col") for n in CONFIGS]
+                         + [(n, 5, None, "conv2d") for n in CONFIGS])
+def test_float32_matches_eager(name, batch, prepack, impl):
     kw = CONFIGS[name]
     model = make_model(**kw)
-    fast = optimize_denoiser(model, prepack=prepack, cache=False)
+    fast = optimize_denoiser(model, prepack=prepack, conv_impl=impl, cache=False)
     assert fast.core.prepacked == (prepack is None and L.prepack_works(torch.float32))
     g = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, 16, kw["input_dim"], generator=g)
@@ -168,7 +170,7 @@ def test_local_cond_matches_reference(batch):
     kw = dict(input_dim=3, local_cond_dim=4, global_cond_dim=10, down_dims=(32, 64, 128), kernel_size=5,
               diffusion_step_embed_dim=64, cond_predict_scale=True)
     model = make_model(**kw)
-    fast = optimize_denoiser(model, cache=False)
+    fast = optimize_denoiser(model, conv_impl="im2col" if batch == 1 else "auto", cache=False)
     x, lc, gc = torch.randn(batch, 16, 3), torch.randn(batch, 16, 4), torch.randn(batch, 10)
     t = torch.randint(0, 100, (batch,))
     with torch.no_grad():
@@ -200,8 +202,9 @@ def test_bf16_close_to_float32_where_supported():
     with torch.no_grad():
         ref = model(x, t, global_cond=gc)
     assert out.dtype == torch.float32
-    plain = optimize_denoiser(model, dtype=torch.bfloat16, prepack=False, cache=False)
-    assert rel_err(plain(x, t, global_cond=gc), ref) < 5e-2
+    for impl in ("im2col", "conv2d"):
+        plain = optimize_denoiser(model, dtype=torch.bfloat16, prepack=False, conv_impl=impl, cache=False)
+        assert rel_err(plain(x, t, global_cond=gc), ref) < 5e-2
     if has_fast_bf16("cpu"):
         assert fast.dtype == torch.bfloat16 and not caught
         assert rel_err(out, ref) < 5e-2
@@ -250,6 +253,8 @@ def test_bad_inputs_raise_value_error():
         FastUnet1D(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="cuda_graphs"):
         optimize_denoiser(model, cuda_graphs=True)
+    with pytest.raises(ValueError, match="conv_impl"):
+        optimize_denoiser(model, conv_impl="winograd")
     with pytest.raises(ValueError, match="prepack"):
         optimize_denoiser(model, compile=True, prepack=True)
     fast = optimize_denoiser(model)

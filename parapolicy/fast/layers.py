@@ -82,6 +82,36 @@ class Packed(nn.Module):
         return torch.addmm(self.b, cols, self.w)
 
 
+class ChannelsLastConv(nn.Module):
+    """Conv1d (stride 1, padding k//2) run by oneDNN as a (k, 1) conv2d on the channels-last (B, C, T, 1)
+    view of x: (B, T, C_in) -> (B, T, C_out), no im2col copy. Faster than im2col + matmul for narrow
+    layers (measured: C_in <= 256 float32, <= 128 bf16); see `use_channels_last_conv`."""
+
+    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype):
+        super().__init__()
+        w = conv.weight.detach()[..., None].to(dtype)  # (C_out, C_in, k, 1)
+        self.register_buffer("w", w.contiguous(memory_format=torch.channels_last))
+        bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(w.shape[0])
+        self.register_buffer("b", bias.to(dtype).clone())
+        self.k = conv.kernel_size[0]
+        self.n_out = w.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        x4 = x.contiguous().view(B, T, 1, C).permute(0, 3, 1, 2)
+        y = F.conv2d(x4, self.w, self.b, padding=(self.k // 2, 0))
+        return y.permute(0, 2, 3, 1).reshape(B, T, self.n_out)
+
+
+def use_channels_last_conv(c_in: int, dtype: torch.dtype, impl: str) -> bool:
+    """impl "im2col" | "conv2d" | "auto" (conv2d for C_in <= 256 in float32, <= 128 in bf16)."""
+    if impl not in ("auto", "im2col", "conv2d"):
+        raise ValueError(f'conv_impl must be "auto", "im2col" or "conv2d", got {impl!r}')
+    if impl != "auto":
+        return impl == "conv2d"
+    return c_in <= (256 if dtype == torch.float32 else 128)
+
+
 def prepack_works(dtype: torch.dtype) -> bool:
     """Whether oneDNN weight prepacking is available here and agrees with addmm on a small product."""
     try:

@@ -108,7 +108,8 @@ class FastDenoiser(nn.Module):
 
 def optimize_denoiser(model: nn.Module, dtype: torch.dtype | str = torch.float32, compile: bool = False,
                       dynamic: bool | None = None, prepack: bool | None = None,
-                      cuda_graphs: bool | None = None, cache: bool = True) -> nn.Module:
+                      cuda_graphs: bool | None = None, conv_impl: str = "auto",
+                      cache: bool = True) -> nn.Module:
     """Fast inference path of a ConditionalUnet1D (ours, or one loaded from real-stanford / LeRobot weights).
 
     model: the trained UNet (any device). dtype: torch.float32 or torch.bfloat16, or one of the strings
@@ -116,7 +117,8 @@ def optimize_denoiser(model: nn.Module, dtype: torch.dtype | str = torch.float32
     with a warning where `has_fast_bf16` is false). compile: wrap in torch.compile with freezing (first
     call per shape compiles; see `.compile_seconds`). dynamic: passed to torch.compile (None: recompile
     once with symbolic batch size after a second shape). prepack: oneDNN-prepacked weights (CPU, eager
-    only; None: on where it works). cuda_graphs: CUDA only, default True on CUDA.
+    only; None: on where it works). cuda_graphs: CUDA only, default True on CUDA. conv_impl: "auto"
+    (narrow layers as channels-last oneDNN conv2d, wide ones as im2col matmuls), "im2col" or "conv2d".
     -> module with the eager call signature `f(sample (B,T,D), timestep, local_cond, global_cond) -> (B,T,D)`.
     Weights are copied: later in-place changes to `model` are picked up only by calling this again.
     """
@@ -148,14 +150,14 @@ def optimize_denoiser(model: nn.Module, dtype: torch.dtype | str = torch.float32
                       stacklevel=2)
         prepack = False
 
-    key = (dtype, bool(compile), dynamic, bool(prepack), bool(cuda_graphs), str(device))
+    key = (dtype, bool(compile), dynamic, bool(prepack), bool(cuda_graphs), conv_impl, str(device))
     stamp = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
     if cache:
         hit = _CACHE.get(model, {}).get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]
 
-    core = FastUnet1D(model, dtype).to(device)
+    core = FastUnet1D(model, dtype, conv_impl=conv_impl).to(device)
     if prepack:
         core.prepack()
     fast: nn.Module = FastDenoiser(core, compiled=bool(compile), dynamic=dynamic)

@@ -3,8 +3,10 @@
 Same function as the eager module (same weights, same call), computed differently:
 
     activations stay (B, T, C)          no transpose between layers
-    Conv1d -> one im2col matmul         (B*T, k*C_in) x (k*C_in, C_out), weights packed once (layers.py)
-    first conv + 1x1 residual conv      one matmul with the two weights side by side
+    Conv1d -> one im2col matmul         (B*T, k*C_in) x (k*C_in, C_out), weights packed once (layers.py);
+                                        narrow residual-block convs (conv_impl="auto") instead run as oneDNN
+                                        conv2d on the free channels-last (B, C, T, 1) view, no im2col copy
+    first conv + 1x1 residual conv      one matmul with the two weights side by side (im2col layers)
     ConvTranspose1d(4, 2, 1)            one matmul over 3-tap windows, even/odd outputs as column halves
     GroupNorm + Mish                    torch's channels-last GroupNorm on a free view, then Mish
     every FiLM encoder Linear           one (B, cond_dim) x (cond_dim, sum of FiLM widths) matmul per call
@@ -28,17 +30,24 @@ class _Res(nn.Module):
 
     forward(x (B,T,C_in), film (B, F)) -> (B,T,C_out)."""
 
-    def __init__(self, block: nn.Module, film_offset: int, dtype: torch.dtype):
+    def __init__(self, block: nn.Module, film_offset: int, dtype: torch.dtype, conv_impl: str = "auto"):
         super().__init__()
         conv0, gn0 = block.blocks[0].block[0], block.blocks[0].block[1]
         conv1, gn1 = block.blocks[1].block[0], block.blocks[1].block[1]
         self.k = conv0.kernel_size[0]
         self.c_out = conv0.out_channels
         self.has_res = isinstance(block.residual_conv, nn.Conv1d)
-        w0, b0 = (L.pack_conv_with_residual(conv0, block.residual_conv) if self.has_res
-                  else L.pack_conv(conv0))
-        self.conv0 = L.Packed(w0, b0, dtype)
-        self.conv1 = L.Packed(*L.pack_conv(conv1), dtype)
+        # conv0 (+ the 1x1 residual, fused into one product on the im2col path) and conv1
+        self.cl0 = L.use_channels_last_conv(conv0.in_channels, dtype, conv_impl)
+        self.cl1 = L.use_channels_last_conv(conv1.in_channels, dtype, conv_impl)
+        if self.cl0:
+            self.conv0 = L.ChannelsLastConv(conv0, dtype)
+            self.res = L.Packed(*L.pack_conv(block.residual_conv), dtype) if self.has_res else None
+        else:
+            w0, b0 = (L.pack_conv_with_residual(conv0, block.residual_conv) if self.has_res
+                      else L.pack_conv(conv0))
+            self.conv0 = L.Packed(w0, b0, dtype)
+        self.conv1 = L.ChannelsLastConv(conv1, dtype) if self.cl1 else L.Packed(*L.pack_conv(conv1), dtype)
         for name, t in dict(g0w=gn0.weight, g0b=gn0.bias, g1w=gn1.weight, g1b=gn1.bias).items():
             self.register_buffer(name, t.detach().to(dtype).clone())
         self.groups0, self.eps0 = gn0.num_groups, gn0.eps
@@ -52,17 +61,18 @@ class _Res(nn.Module):
 
     def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
         C, o = self.c_out, self.film_offset
-        y = L.conv(x, self.conv0, self.k)
-        if self.has_res:
-            y, res = y[..., :C], y[..., C:]
+        if self.cl0:
+            y = self.conv0(x)
+            res = L.conv(x, self.res, 1) if self.has_res else x
         else:
-            res = x
+            y = L.conv(x, self.conv0, self.k)
+            y, res = (y[..., :C], y[..., C:]) if self.has_res else (y, x)
         y = L.group_norm_mish(y, self.groups0, self.g0w, self.g0b, self.eps0)
         if self.scale:
             y = L.film(y, film[:, o:o + C], film[:, o + C:o + 2 * C])
         else:
             y = L.film(y, None, film[:, o:o + C])
-        y = L.conv(y, self.conv1, self.k)
+        y = self.conv1(y) if self.cl1 else L.conv(y, self.conv1, self.k)
         y = L.group_norm_mish(y, self.groups1, self.g1w, self.g1b, self.eps1)
         return y + res
 
@@ -71,11 +81,13 @@ class FastUnet1D(nn.Module):
     """Inference re-layout of a ConditionalUnet1D; see the module docstring.
 
     forward(sample (B,T,D), t (B,) tensor, local_cond (B,T,Lc) | None, global_cond (B,G) | None) -> (B,T,D)
-    in `dtype` throughout (inputs are cast; the output is returned in `dtype`). `t` must already be a
-    (B,) tensor: `parapolicy.fast.optimize_denoiser` wraps this module with the int / 0-d handling.
+    in `dtype` throughout (inputs are cast; the output is returned in `dtype`). `conv_impl`: residual-block
+    k-tap convs as "im2col" matmuls, as oneDNN "conv2d" on a channels-last view, or "auto" by width.
+    `t` must already be a (B,) tensor: `parapolicy.fast.optimize_denoiser` wraps this module with the
+    int / 0-d handling.
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32, conv_impl: str = "auto"):
         super().__init__()
         for attr in ("diffusion_step_encoder", "down_modules", "mid_modules", "up_modules", "final_conv"):
             if not hasattr(model, attr):
@@ -93,7 +105,7 @@ class FastUnet1D(nn.Module):
 
         def res(block):
             nonlocal offset
-            r = _Res(block, offset, dtype)
+            r = _Res(block, offset, dtype, conv_impl)
             offset += r.film_width
             blocks.append(block)
             return r

@@ -358,7 +358,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
                 render = bool(video_seeds & set(todo))
                 if render not in envs_cache:
                     envs_cache[render] = [make_env_factory(ec.env, ec.max_steps, render)()
-                                          for _ in range(ec.n_envs)]
+                                          for _ in range(min(ec.n_envs, len(seeds)))]
                 envs = envs_cache[render]
                 frames_for = video_seeds & set(todo) if render else None
                 if ec.realtime:

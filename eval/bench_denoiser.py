@@ -58,7 +58,8 @@ def build_variants(model, names, compile_dynamic):
             fast = optimize_denoiser(model, dtype=dtype, compile=name.startswith("compiled"),
                                      dynamic=compile_dynamic)
         for w in caught:
-            print(f"  [{name}] warning: {w.message}")
+            if issubclass(w.category, RuntimeWarning):  # our bf16 / prepack fallbacks, not torch noise
+                print(f"  [{name}] warning: {w.message}")
         out[name] = fast
         if fast.compiled:
             compiled[name] = fast
@@ -105,6 +106,8 @@ def run(args) -> dict:
                 err = check_equivalence(model, f, cfg)
                 secs = time.perf_counter() - t0
                 note = f" (first call incl. compile {secs:.1f} s)" if name in compiled else ""
+                if name in compiled and not f.compiled:
+                    note = " (COMPILE FAILED: timings below are the uncompiled fallback)"
                 print(f"  {name}: max |fast - eager| / max |eager| = {err:.2e} at batch 4{note}")
         samples: dict = {}
         curves = compare_latency(variants, horizon=HORIZON, action_dim=cfg["input_dim"],

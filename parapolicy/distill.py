@@ -318,8 +318,9 @@ class DistillConfig:
     time_budget_min: float | None = None
     """stop (after saving) when this invocation has trained this long; rerun to resume"""
     score_cmd: str | None = None
-    """optional shell command run after each round, `{policy}` replaced by the student's directory; the last
-    stdout line that is a JSON object (e.g. with mean_score) is logged"""
+    """optional command run after each round with {policy} (the student) and {out} (round<r>/score) replaced,
+    e.g. 'python -m eval.run policy.path={policy} samplers=[ddim] n_episodes=50 hydra.run.dir={out}';
+    its results.json (or last JSON stdout line) goes into round.json as `score`"""
     wandb: bool = False
     wandb_mode: str = "offline"
     command: str = ""
@@ -388,11 +389,20 @@ def sample_gaps(reference: tuple[Denoiser, tuple], candidates: dict[str, tuple[D
     return {k: float(((m.sample(x_T, cond, g) - ref) ** 2).mean()) for k, (m, g) in candidates.items()}
 
 
-def run_score_cmd(cmd: str, policy: Path) -> dict:
-    res = subprocess.run(shlex.split(cmd.replace("{policy}", shlex.quote(str(policy)))), capture_output=True,
-                         text=True)
+def run_score_cmd(cmd: str, policy: Path, out: Path) -> dict:
+    """Run `cmd` with {policy} and {out} replaced; return, per sampler, mean_score / pc_success / latency p50 /
+    NFE from `out/results.json` (what `python -m eval.run ... hydra.run.dir={out}` writes), else the last
+    stdout line that is a JSON object."""
+    args = [a.replace("{policy}", str(policy)).replace("{out}", str(out)) for a in shlex.split(cmd)]
+    res = subprocess.run(args, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"score command failed ({res.returncode}): {res.stderr[-2000:]}")
+    if (out / "results.json").exists():
+        samplers = json.loads((out / "results.json").read_text()).get("samplers", {})
+        return {name: {"mean_score": m.get("mean_score"), "mean_score_ci95": m.get("mean_score_ci95"),
+                       "pc_success": m.get("pc_success"), "n_episodes": m.get("n_episodes"),
+                       "latency_ms_p50": (m.get("latency_ms") or {}).get("p50"),
+                       "nfe_per_call": (m.get("nfe_per_call") or {}).get("mean")} for name, m in samplers.items()}
     for line in reversed(res.stdout.strip().splitlines()):
         try:
             rec = json.loads(line)
@@ -400,7 +410,8 @@ def run_score_cmd(cmd: str, policy: Path) -> dict:
             continue
         if isinstance(rec, dict):
             return rec
-    raise RuntimeError(f"score command printed no JSON object line: {res.stdout[-500:]}")
+    raise RuntimeError(f"score command wrote no {out}/results.json and printed no JSON object line: "
+                       f"{res.stdout[-500:]}")
 
 
 def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: DistillConfig, round_dir: Path,
@@ -519,11 +530,15 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
                                  final.state_dict(), teacher_ckpt.normalizer_state)
     summary["policy"] = str(policy_dir)
     if cfg.score_cmd:
-        summary["score"] = run_score_cmd(cfg.score_cmd, policy_dir)
+        summary["score"] = run_score_cmd(cfg.score_cmd, policy_dir, round_dir / "score")
     (round_dir / "round.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
     if log:
-        log({f"round_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        rec = {f"round_{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+        for name, m in (summary.get("score") or {}).items():
+            if isinstance(m, dict) and isinstance(m.get("mean_score"), (int, float)):
+                rec[f"round_mean_score_{name}"] = m["mean_score"]
+        log(rec)
     return summary
 
 

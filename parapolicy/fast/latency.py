@@ -1,7 +1,11 @@
 """Batch-latency curves of any denoiser, in the `{batch: seconds}` form the sampler's cost model reads.
 
-A denoiser here is any callable `f(sample (B,T,D), timestep (B,) long, local_cond=..., global_cond=...)
--> (B,T,D)`. Timing is wall-clock (`time.perf_counter`), after warm-up calls, with a CUDA synchronize
+A denoiser here is any callable, called with one of two contracts:
+    contract="unet"     f(sample (B,T,D), timestep (B,) long, local_cond=..., global_cond=...) -> (B,T,D)
+                        (ConditionalUnet1D, `optimize_denoiser`'s module, CUDAGraphDenoiser)
+    contract="sampler"  f(x (B,T,D), t (B,) long, cond (B,G) | None) -> (B,T,D)
+                        (parapolicy.sampling's Denoiser protocol)
+Timing is wall-clock (`time.perf_counter`), after warm-up calls, with a CUDA synchronize
 around each call when the inputs live on a GPU; the reported figure per batch size is the median.
 
 `compare_latency` times several denoisers round-robin (one call of each in turn, per repetition), so that
@@ -42,7 +46,8 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
                     batch_sizes: Iterable[int] = DEFAULT_BATCHES, global_cond_dim: int | None = None,
                     local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
                     device: str | torch.device = "cpu", min_seconds: float = 0.0,
-                    samples: dict | None = None, clock: str = "wall") -> dict[str, dict[int, float]]:
+                    samples: dict | None = None, clock: str = "wall",
+                    contract: str = "unet") -> dict[str, dict[int, float]]:
     """Median seconds per call of each denoiser at each batch size, timed round-robin.
 
     -> {name: {batch: seconds}}. `warmup` untimed calls of each first; then at least `repeats` timed rounds
@@ -50,6 +55,10 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
     clock: "wall" (perf_counter) or "process" (process CPU time) for the returned medians. If `samples` is
     a dict, every raw timing is stored in it: samples[name][batch] = {"wall": [s, ...], "process": [s, ...]}.
     """
+    if contract not in ("unet", "sampler"):
+        raise ValueError(f'contract must be "unet" or "sampler", got {contract!r}')
+    if contract == "sampler" and local_cond_dim:
+        raise ValueError('the "sampler" contract has no local_cond; use contract="unet"')
     if clock not in ("wall", "process"):
         raise ValueError(f'clock must be "wall" or "process", got {clock!r}')
     batch_sizes = [int(b) for b in batch_sizes]
@@ -64,8 +73,11 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
     with torch.no_grad():
         for b in batch_sizes:
             inputs = make_inputs(b, horizon, action_dim, global_cond_dim, local_cond_dim, device=device)
-            args = (inputs["sample"], inputs["timestep"])
-            kwargs = {k: inputs[k] for k in ("local_cond", "global_cond") if inputs[k] is not None}
+            if contract == "unet":
+                args = (inputs["sample"], inputs["timestep"])
+                kwargs = {k: inputs[k] for k in ("local_cond", "global_cond") if inputs[k] is not None}
+            else:
+                args, kwargs = (inputs["sample"], inputs["timestep"], inputs["global_cond"]), {}
             times = {name: {"wall": [], "process": []} for name in denoisers}
             for f in denoisers.values():
                 for _ in range(warmup):
@@ -96,13 +108,16 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
 def measure_latency_curve(denoiser: Callable, *, horizon: int, action_dim: int,
                           batch_sizes: Iterable[int] = DEFAULT_BATCHES, global_cond_dim: int | None = None,
                           local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
-                          device: str | torch.device = "cpu", clock: str = "wall") -> dict[int, float]:
+                          device: str | torch.device = "cpu", clock: str = "wall",
+                          contract: str = "unet") -> dict[int, float]:
     """{batch: median seconds per call} of one denoiser: the `cost_model` of the sampler's window="auto".
 
     Example:
         >>> curve = measure_latency_curve(fast, horizon=16, action_dim=2, global_cond_dim=40)
         >>> curve[16] / curve[1]          # how much a batch of 16 costs relative to one call
+        >>> measure_latency_curve(lambda x, t, c: fast(x, t, global_cond=c), horizon=16, action_dim=2,
+        ...                       global_cond_dim=40, contract="sampler")
     """
     return compare_latency({"d": denoiser}, horizon=horizon, action_dim=action_dim, batch_sizes=batch_sizes,
                            global_cond_dim=global_cond_dim, local_cond_dim=local_cond_dim, warmup=warmup,
-                           repeats=repeats, device=device, clock=clock)["d"]
+                           repeats=repeats, device=device, clock=clock, contract=contract)["d"]

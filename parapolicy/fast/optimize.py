@@ -8,7 +8,8 @@ Options, each checked and reported:
               bf16 matrix units (CPU: AVX512-BF16 / AMX through oneDNN; CUDA: compute capability >= 8);
               elsewhere a warning is emitted and float32 is used.
     compile   torch.compile (Inductor) with weight freezing. Optional; compile time is measured per input
-              shape and kept in `fast.compile_seconds`. Built modules are cached per (model, options) in
+              shape and kept in `fast.compile_seconds`; if compiling fails, a warning is emitted and the
+              uncompiled fast path is used from then on. Built modules are cached per (model, options) in
               this process, so a second `optimize_denoiser` call on an unchanged model returns the same
               (already compiled) object.
     prepack   (CPU, not compiled) reorder every weight once into oneDNN's blocked layout for this CPU;
@@ -30,6 +31,8 @@ from parapolicy.fast.layers import prepack_works
 from parapolicy.fast.unet import FastUnet1D
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def has_fast_bf16(device: str | torch.device = "cpu") -> bool:
@@ -92,17 +95,24 @@ class FastDenoiser(nn.Module):
             if key in self.compile_seconds:
                 return self._run(sample, t, local_cond, global_cond).to(sample.dtype)
             t0 = time.perf_counter()
-            out = self._run(sample, t, local_cond, global_cond).to(sample.dtype)
+            try:
+                out = self._run(sample, t, local_cond, global_cond).to(sample.dtype)
+            except Exception as err:  # a failed compile (toolchain, cache race) must not stop a controller
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                              f"falling back to the uncompiled fast path", RuntimeWarning, stacklevel=2)
+                self._run, self.compiled = self.core, False
+                return self._run(sample, t, local_cond, global_cond).to(sample.dtype)
             self.compile_seconds[key] = time.perf_counter() - t0
             return out
 
 
-def optimize_denoiser(model: nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False,
+def optimize_denoiser(model: nn.Module, dtype: torch.dtype | str = torch.float32, compile: bool = False,
                       dynamic: bool | None = None, prepack: bool | None = None,
                       cuda_graphs: bool | None = None, cache: bool = True) -> nn.Module:
     """Fast inference path of a ConditionalUnet1D (ours, or one loaded from real-stanford / LeRobot weights).
 
-    model: the trained UNet (any device). dtype: torch.float32 or torch.bfloat16 (falls back to float32
+    model: the trained UNet (any device). dtype: torch.float32 or torch.bfloat16, or one of the strings
+    "float32", "fp32", "bfloat16", "bf16" (config files) (bf16 falls back to float32
     with a warning where `has_fast_bf16` is false). compile: wrap in torch.compile with freezing (first
     call per shape compiles; see `.compile_seconds`). dynamic: passed to torch.compile (None: recompile
     once with symbolic batch size after a second shape). prepack: oneDNN-prepacked weights (CPU, eager
@@ -110,6 +120,10 @@ def optimize_denoiser(model: nn.Module, dtype: torch.dtype = torch.float32, comp
     -> module with the eager call signature `f(sample (B,T,D), timestep, local_cond, global_cond) -> (B,T,D)`.
     Weights are copied: later in-place changes to `model` are picked up only by calling this again.
     """
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or a torch dtype, got {dtype!r}")
+        dtype = _DTYPES[dtype]
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
     if not isinstance(model, nn.Module):

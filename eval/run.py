@@ -39,6 +39,7 @@ class EvalConfig:
     device: str = "cpu"
     max_steps: int = 300
     num_threads: int | None = 1
+    fast_denoiser: bool = False
     noise: str = "chunk"
     realtime: bool = False
     latency_scale: float = 1.0
@@ -126,7 +127,7 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     if cfg.get("noise", "chunk") not in ("chunk", "episode"):
         raise _err("noise", f"must be 'chunk' (fresh noise per chunk) or 'episode' (one noise per episode), "
                             f"got {cfg.get('noise')!r}")
-    for key in ("realtime", "progress", "plots", "resume"):
+    for key in ("realtime", "progress", "plots", "resume", "fast_denoiser"):
         if key in cfg and not isinstance(cfg[key], bool):
             raise _err(key, f"must be true or false, got {cfg[key]!r}")
     if not isinstance(cfg.get("policy"), dict) or not cfg["policy"].get("path"):
@@ -179,7 +180,7 @@ def _hash(obj) -> str:
 def run_keys(ec: EvalConfig, samplers: dict, policy) -> dict:
     """{label: key}: an episode recorded under the same key is the same experiment (resume skips it)."""
     common = {"policy": ec.policy.get("path"), "policy_config": _hash(policy.config), "env": ec.env,
-              "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise,
+              "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise, "fast": ec.fast_denoiser,
               "rt": [ec.latency_scale, ec.realtime_trigger] if ec.realtime else None}
     return {label: _hash({**common, "sampler": dataclasses.asdict(sc)}) for label, sc in samplers.items()}
 
@@ -284,6 +285,9 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
         policy = load_policy(ec.policy["path"], device=ec.device)
     except (FileNotFoundError, ValueError) as e:
         raise _err("policy.path", str(e)) from None
+    if ec.fast_denoiser:
+        from parapolicy.fast import optimize_denoiser
+        policy.use_denoiser(optimize_denoiser(policy.model))
     make_env = make_env_factory(ec.env, ec.max_steps)
     try:
         probe_env = make_env()

@@ -240,7 +240,7 @@ def test_one_rollout_per_robot_reports_rollout_latency(tiny_ckpt, tmp_path):
     from eval.run import evaluate
 
     res = evaluate(base_cfg(tiny_ckpt, n_episodes=1, n_envs=1, samplers=["ddpm"], probe_calls=0,
-                            warmup_calls=0, plots=False), tmp_path)
+                            warmup_calls=0, plots=False, fast_denoiser=True), tmp_path)
     m = res["samplers"]["ddpm"]
     assert m["latency_source"].startswith("rollout") and m["latency_ms"]["n"] == 2
 
@@ -317,6 +317,7 @@ def test_wandb_failure_keeps_local_results(tiny_ckpt, tmp_path, monkeypatch):
     ({"wandb": {}}, "wandb.mode"),
     ({"latency_scale": -1}, "latency_scale"),
     ({"noise": "step"}, "noise"),
+    ({"fast_denoiser": "yes"}, "fast_denoiser"),
     ({"policy": {"path": "/nonexistent/ckpt"}}, "policy.path"),
     ({"env": {"id": "NoSuchEnv-v9"}}, "env.id"),
 ])

@@ -58,11 +58,12 @@ def _erfinv(y: float) -> float:
     return x
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
+def mean_ci(values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict:
     """Mean and the Student-t confidence interval  mean +- t_{(1+level)/2, n-1} * s / sqrt(n).
 
     -> {"mean", "lo", "hi", "half_width", "std", "n"}; lo/hi are None for n < 2 (no spread to estimate),
-    all None for n = 0."""
+    all None for n = 0. bounds: the range the mean can take (e.g. (0, 1) for a reward); lo/hi are clipped to
+    it (half_width is not)."""
     xs = [float(v) for v in values]
     n = len(xs)
     if n == 0:
@@ -72,7 +73,10 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
         return {"mean": m, "lo": None, "hi": None, "half_width": None, "std": None, "n": 1}
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
     hw = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
-    return {"mean": m, "lo": m - hw, "hi": m + hw, "half_width": hw, "std": sd, "n": n}
+    lo, hi = m - hw, m + hw
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": m, "lo": lo, "hi": hi, "half_width": hw, "std": sd, "n": n}
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -95,12 +99,12 @@ def summary(values: Iterable[float]) -> dict:
             "n": len(xs)}
 
 
-def paired_difference(a: dict, b: dict, level: float = 0.95) -> dict:
+def paired_difference(a: dict, b: dict, level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict:
     """Per-episode differences b[k] - a[k] over the keys (episode seeds) both have, with a t-interval.
 
     a, b: {seed: value}. -> mean_ci of the differences plus "seeds" (the paired keys, sorted)."""
     keys = sorted(set(a) & set(b))
-    out = mean_ci([float(b[k]) - float(a[k]) for k in keys], level)
+    out = mean_ci([float(b[k]) - float(a[k]) for k in keys], level, bounds)
     out["seeds"] = keys
     return out
 
@@ -117,14 +121,14 @@ def sampler_metrics(episodes: Sequence[dict], latency_ms: Sequence[float], laten
     pc_success = 100 * fraction of episodes that reached the success threshold."""
     scores = [float(e["max_reward"]) for e in episodes]
     succ = [100.0 if e["success"] else 0.0 for e in episodes]
-    score_ci = mean_ci(scores)
+    score_ci, succ_ci = mean_ci(scores, bounds=(0.0, 1.0)), mean_ci(succ, bounds=(0.0, 100.0))
     return {
         "n_episodes": len(episodes),
         "mean_score": score_ci["mean"],
         "mean_score_ci95": [score_ci["lo"], score_ci["hi"]],
         "avg_max_reward": score_ci["mean"],
-        "pc_success": mean_ci(succ)["mean"],
-        "pc_success_ci95": [mean_ci(succ)["lo"], mean_ci(succ)["hi"]],
+        "pc_success": succ_ci["mean"],
+        "pc_success_ci95": [succ_ci["lo"], succ_ci["hi"]],
         "latency_ms": summary(latency_ms),
         "latency_source": latency_source,
         "rounds_per_call": summary(rounds),

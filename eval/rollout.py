@@ -14,7 +14,8 @@ Two modes:
   the previous chunk, or holds the last commanded target when nothing is left. When the chunk arrives, its
   actions whose time has passed are dropped (Diffusion Policy's real-robot rule; if all have passed, the last
   one is executed now), and the rest replace the queue. The next observation is taken when `trigger` actions
-  are left in the queue (0: when it is empty). `latency_scale=0` reproduces the lock-step rollout.
+  are left in the queue (0: when it is empty). `latency_scale=0` reproduces the lock-step rollout. The schedule
+  is `parapolicy.runtime.schedule`'s, the same rule as the runtime's Runner.
 
         step:      t0 ........ t0+d ............... t0+n_action_steps
         robot:     |old chunk / hold|  new chunk a[d] .. a[n-1]
@@ -23,7 +24,6 @@ Two modes:
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from collections import deque
@@ -68,7 +68,8 @@ class EpisodeResult:
     episodes running in it, so the sum over a block is the block's time"""
     error: str | None = None
     probe_obs: list = field(default_factory=list)
-    """[(chunk, obs window (n_obs_steps, obs_dim) as lists)] kept for the batch-1 latency / action-error probe"""
+    """[(noise chunk index, obs window (n_obs_steps, obs_dim) as lists)] kept for the batch-1 latency and
+    action-error probe"""
     held_steps: int = 0
     """realtime: env steps spent holding (no action left while a chunk was computed)"""
     dropped_actions: int = 0
@@ -158,8 +159,7 @@ def predict_chunk(policy, sampler, seeds: list[int], chunks: list[int], windows:
 
 def _shift(policy, sampler, traj: torch.Tensor, n: int) -> torch.Tensor:
     """Warm start: the previous chunk's trajectory (S+1, B, H, D) shifted by the n actions executed since."""
-    from parapolicy.sampling import shift_trajectory
-    return shift_trajectory(traj, n, scheduler=policy.scheduler(sampler.family, sampler.num_inference_steps))
+    return policy.shift_trajectory(traj, n, sampler)
 
 
 # ------------------------------------------------------------------------------------------ lock-step
@@ -217,7 +217,8 @@ def _error(r: EpisodeResult, e: BaseException) -> None:
 def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max_steps: int,
                   counter: CallCounter, probe_every: int = 0, record_frames: set | None = None,
                   on_episode: Callable[[EpisodeResult, list | None], None] | None = None,
-                  on_cycle: Callable[[int, int], None] | None = None) -> list[EpisodeResult]:
+                  on_cycle: Callable[[int, int], None] | None = None,
+                  same_noise_all_chunks: bool = False) -> list[EpisodeResult]:
     """Run len(seeds) episodes side by side (lock-step; envs[i] runs seeds[i]) with one batched policy call per
     chunk. Returns one EpisodeResult per seed, in order; `on_episode(result, frames)` is called as each ends.
 
@@ -225,7 +226,8 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
     retried episode by episode so that only the failing episodes are marked "error".
     probe_every: keep the observation window of every probe_every-th chunk (0: none) in `probe_obs`.
     record_frames: seeds whose rgb frames are collected (the env must render rgb_array).
-    on_cycle(env step reached, episodes still running) is called after each chunk (for progress display)."""
+    on_cycle(env step reached, episodes still running) is called after each chunk (for progress display).
+    same_noise_all_chunks: every chunk of an episode uses the noise of chunk 0 (what warm start assumes)."""
     if len(envs) < len(seeds):
         raise ValueError(f"{len(seeds)} seeds need as many envs, got {len(envs)}")
     slots: list[_Slot] = []
@@ -250,8 +252,8 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
         inits = None
         if sampler.parallel and sampler.warm_start and all(s.traj is not None for s in group):
             inits = [_shift(policy, sampler, s.traj, s.executed) for s in group]
-        out, ms = predict_chunk(policy, sampler, [s.seed for s in group], [s.chunk for s in group], windows,
-                                inits)
+        noise_chunks = [0 if same_noise_all_chunks else s.chunk for s in group]
+        out, ms = predict_chunk(policy, sampler, [s.seed for s in group], noise_chunks, windows, inits)
         rounds, nfe, capped = _call_stats(out["stats"], n_sampler_steps(policy, sampler))
         per_sample = getattr(out["stats"], "nfe_per_sample", None)
         warm = counter.next_is_warmup(label)
@@ -262,7 +264,7 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
             s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds,
                                              nfe=nfe_i, capped=capped, warmup=warm))
             if probe_every and s.chunk % probe_every == 0:
-                s.result.probe_obs.append([s.chunk, windows[i].tolist()])
+                s.result.probe_obs.append([noise_chunks[i], windows[i].tolist()])
             s.traj = traj[:, i:i + 1] if traj is not None else None
             s.pending = actions[i]
 
@@ -308,72 +310,81 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
 
 # ------------------------------------------------------------------------------------------- realtime
 def realtime_schedule(t_obs: int, t_now: int, actions: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], int]:
-    """Diffusion Policy's real-robot rule. actions (n, Da) planned for steps t_obs, t_obs+1, ...; the chunk
-    arrives at step t_now >= t_obs. -> ([(step, action)] still in the future, number dropped). If every action's
-    time has passed, the last one is executed now (and is not counted as dropped), as parapolicy.runtime does."""
-    keep = [(t_obs + i, a) for i, a in enumerate(actions) if t_obs + i >= t_now]
-    if not keep:
-        keep = [(t_now, actions[-1])]
-        return keep, len(actions) - 1
-    return keep, len(actions) - len(keep)
+    """Diffusion Policy's real-robot rule, the open-loop view for one chunk: actions (n, Da) planned for steps
+    t_obs, t_obs+1, ... arriving at step t_now >= t_obs -> ([(step, action)] still due, number dropped), with
+    `parapolicy.runtime.schedule` (if every action's time has passed, the last one runs at t_now)."""
+    from parapolicy.runtime.schedule import ScheduleSpec, ScheduleState, collect, request_chunk
+
+    spec = ScheduleSpec(dt=1.0, n_action_steps=len(actions))
+    state = request_chunk(ScheduleState(), t_obs, float(t_now - t_obs), spec)
+    state = collect(state, t_now, spec)
+    return [(step, actions[i]) for step, _, i in state.queue], state.dropped
 
 
 def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int, counter: CallCounter,
                      latency_scale: float, control_hz: float, trigger: int = 0, probe_every: int = 0,
                      hold_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                     record_frames: bool = False, fixed_latency_s: float | None = None
-                     ) -> tuple[EpisodeResult, list | None]:
-    """One episode in which the robot does not wait for the policy (see the module docstring).
+                     record_frames: bool = False, fixed_latency_s: float | None = None,
+                     same_noise_all_chunks: bool = False) -> tuple[EpisodeResult, list | None]:
+    """One episode in which the robot does not wait for the policy (see the module docstring), scheduled by
+    `parapolicy.runtime.schedule` (the Runner's rule on env steps: ready step = request step +
+    ceil(latency / dt), stale actions dropped, the old queue served or a hold while a chunk is computed, refill
+    when `trigger` actions are left, an arriving chunk replaces the queue).
 
-    The latency of a call is its measured wall-clock time times `latency_scale`; it lasts
-    ceil(latency * control_hz) env steps. hold_fn(obs) -> the target held before the first action (default: the
-    last two obs entries, the agent position in Push-T keypoint observations). fixed_latency_s replaces the
-    measured latency (before scaling) by a constant, for deterministic tests and what-if studies."""
+    The latency of a call is its measured wall-clock time times `latency_scale`. hold_fn(obs) -> the target held
+    before the first action (default: the last two obs entries, the agent position in Push-T keypoint
+    observations). fixed_latency_s replaces the measured latency (before scaling) by a constant, for
+    deterministic tests and what-if studies."""
+    from parapolicy.runtime.schedule import (
+        ScheduleSpec,
+        ScheduleState,
+        collect,
+        request_chunk,
+        serve,
+        wants_chunk,
+    )
+
     t_start = time.perf_counter()
     result = EpisodeResult(sampler=label, seed=int(seed))
     slot = _Slot(env, seed, deque(), result, frames=[] if record_frames else None)
     hold_fn = hold_fn or (lambda o: o[-2:])
+    spec = ScheduleSpec(dt=1.0 / control_hz, n_action_steps=policy.n_action_steps, refill_at=trigger)
     try:
         slot.history = _reset(env, seed, policy.n_obs_steps)
         if slot.frames is not None:
             slot.frames.append(env.render())
         last = np.asarray(hold_fn(slot.history[-1]), dtype=np.float32)
-        queue: list[tuple[int, np.ndarray]] = []
+        state, chunks, t_prev = ScheduleState(), [], None
         n_steps = n_sampler_steps(policy, sampler)
-        while not slot.done:
-            t_obs = result.steps
-            window = np.stack(list(slot.history))
-            inits = None
-            if sampler.parallel and sampler.warm_start and slot.traj is not None:
-                inits = [_shift(policy, sampler, slot.traj, slot.executed)]
-            out, ms = predict_chunk(policy, sampler, [seed], [slot.chunk], [window], inits)
-            rounds, nfe, capped = _call_stats(out["stats"], n_steps)
-            result.calls.append(CallRecord(step=t_obs, batch=1, ms=ms, rounds=rounds, nfe=nfe, capped=capped,
-                                           warmup=counter.next_is_warmup(label)))
-            if probe_every and slot.chunk % probe_every == 0:
-                result.probe_obs.append([slot.chunk, window.tolist()])
-            traj = out.get("trajectory")
-            slot.traj = traj[:, 0:1] if traj is not None else None
-            slot.chunk += 1
-            latency_s = fixed_latency_s if fixed_latency_s is not None else ms / 1e3
-            delay = math.ceil(latency_s * latency_scale * control_hz - 1e-9)
-            # the robot keeps going while the chunk is computed
-            for _ in range(delay):
-                if slot.done:
-                    break
-                if queue and queue[0][0] <= result.steps:
-                    last = queue.pop(0)[1]
-                else:
-                    result.held_steps += 1
-                _step(env, slot, last, max_steps)
+        for k in range(max_steps):
+            state = collect(state, k, spec)
+            if wants_chunk(state, k, spec):
+                window = np.stack(list(slot.history))
+                inits = None
+                if sampler.parallel and sampler.warm_start and slot.traj is not None:
+                    inits = [_shift(policy, sampler, slot.traj, k - t_prev)]
+                noise_chunk = 0 if same_noise_all_chunks else slot.chunk
+                out, ms = predict_chunk(policy, sampler, [seed], [noise_chunk], [window], inits)
+                rounds, nfe, capped = _call_stats(out["stats"], n_steps)
+                result.calls.append(CallRecord(step=k, batch=1, ms=ms, rounds=rounds, nfe=nfe, capped=capped,
+                                               warmup=counter.next_is_warmup(label)))
+                if probe_every and slot.chunk % probe_every == 0:
+                    result.probe_obs.append([noise_chunk, window.tolist()])
+                traj = out.get("trajectory")
+                slot.traj, t_prev = (traj[:, 0:1] if traj is not None else None), k
+                chunks.append(out["action"][0].detach().cpu().numpy())
+                slot.chunk += 1
+                latency_s = fixed_latency_s if fixed_latency_s is not None else ms / 1e3
+                state = request_chunk(state, k, latency_s * latency_scale, spec)
+            state, due = serve(state, k)
+            result.dropped_actions += due.dropped
+            if due.chunk is None:
+                result.held_steps += 1
+            else:
+                last = chunks[due.chunk][due.index]
+            _step(env, slot, last, max_steps)
             if slot.done:
                 break
-            queue, dropped = realtime_schedule(t_obs, result.steps, out["action"][0].detach().cpu().numpy())
-            result.dropped_actions += dropped
-            slot.executed = result.steps - t_obs
-            while len(queue) > trigger and not slot.done:
-                last = queue.pop(0)[1]
-                _step(env, slot, last, max_steps)
     except Exception as e:  # noqa: BLE001 - recorded, the caller goes on with the next episode
         _error(result, e)
     _finish(result)

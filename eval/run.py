@@ -39,6 +39,8 @@ class EvalConfig:
     device: str = "cpu"
     max_steps: int = 300
     num_threads: int | None = 1
+    fast_denoiser: bool = False
+    noise: str = "chunk"
     realtime: bool = False
     latency_scale: float = 1.0
     realtime_trigger: int = 0
@@ -122,7 +124,10 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     ls = cfg.get("latency_scale", 1.0)
     if isinstance(ls, bool) or not isinstance(ls, int | float) or not ls >= 0:
         raise _err("latency_scale", f"must be a number >= 0, got {ls!r}")
-    for key in ("realtime", "progress", "plots", "resume"):
+    if cfg.get("noise", "chunk") not in ("chunk", "episode"):
+        raise _err("noise", f"must be 'chunk' (fresh noise per chunk) or 'episode' (one noise per episode), "
+                            f"got {cfg.get('noise')!r}")
+    for key in ("realtime", "progress", "plots", "resume", "fast_denoiser"):
         if key in cfg and not isinstance(cfg[key], bool):
             raise _err(key, f"must be true or false, got {cfg[key]!r}")
     if not isinstance(cfg.get("policy"), dict) or not cfg["policy"].get("path"):
@@ -175,7 +180,7 @@ def _hash(obj) -> str:
 def run_keys(ec: EvalConfig, samplers: dict, policy) -> dict:
     """{label: key}: an episode recorded under the same key is the same experiment (resume skips it)."""
     common = {"policy": ec.policy.get("path"), "policy_config": _hash(policy.config), "env": ec.env,
-              "max_steps": ec.max_steps, "realtime": ec.realtime,
+              "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise, "fast": ec.fast_denoiser,
               "rt": [ec.latency_scale, ec.realtime_trigger] if ec.realtime else None}
     return {label: _hash({**common, "sampler": dataclasses.asdict(sc)}) for label, sc in samplers.items()}
 
@@ -245,8 +250,8 @@ def aggregate(ec: EvalConfig, samplers: dict, keys: dict, records: list[dict], p
         scores[label] = {e["seed"]: e["max_reward"] for e in ok}
         succ[label] = {e["seed"]: 100.0 if e["success"] else 0.0 for e in ok}
     ref = reference_label(samplers)
-    paired = {label: {"max_reward": paired_difference(scores[ref], scores[label]),
-                      "success": paired_difference(succ[ref], succ[label])}
+    paired = {label: {"max_reward": paired_difference(scores[ref], scores[label], bounds=(-1.0, 1.0)),
+                      "success": paired_difference(succ[ref], succ[label], bounds=(-100.0, 100.0))}
               for label in samplers if label != ref}
     for p in paired.values():
         for v in p.values():
@@ -280,6 +285,9 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
         policy = load_policy(ec.policy["path"], device=ec.device)
     except (FileNotFoundError, ValueError) as e:
         raise _err("policy.path", str(e)) from None
+    if ec.fast_denoiser:
+        from parapolicy.fast import optimize_denoiser
+        policy.use_denoiser(optimize_denoiser(policy.model))
     make_env = make_env_factory(ec.env, ec.max_steps)
     try:
         probe_env = make_env()
@@ -354,7 +362,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
                 render = bool(video_seeds & set(todo))
                 if render not in envs_cache:
                     envs_cache[render] = [make_env_factory(ec.env, ec.max_steps, render)()
-                                          for _ in range(ec.n_envs)]
+                                          for _ in range(min(ec.n_envs, len(seeds)))]
                 envs = envs_cache[render]
                 frames_for = video_seeds & set(todo) if render else None
                 if ec.realtime:
@@ -362,14 +370,16 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
                         res, frames = rollout_realtime(policy, sc, label, envs[0], s, ec.max_steps, counter,
                                                        ec.latency_scale, ec.env.get("control_hz", 10),
                                                        ec.realtime_trigger, probe_every,
-                                                       record_frames=bool(frames_for and s in frames_for))
+                                                       record_frames=bool(frames_for and s in frames_for),
+                                                       same_noise_all_chunks=ec.noise == "episode")
                         on_episode(label)(res, frames)
                 else:
                     def on_cycle(step, running, label=label):
                         if bar is not None:
                             bar.set_postfix_str(f"{label}: step {step}/{ec.max_steps}, {running} running")
                     rollout_block(policy, sc, label, envs, todo, ec.max_steps, counter, probe_every,
-                                  frames_for, on_episode(label), on_cycle)
+                                  frames_for, on_episode(label), on_cycle,
+                                  same_noise_all_chunks=ec.noise == "episode")
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing results of the finished episodes", file=sys.stderr)

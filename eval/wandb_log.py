@@ -121,16 +121,28 @@ def read_records(path: str | Path):
             buf = b""
 
 
-def read_offline_run(run_dir: str | Path) -> dict:
+def read_offline_run(run_dir: str | Path, wait_s: float = 0.0) -> dict:
     """Summary and config of an offline run directory (`.../wandb/offline-run-*`), read from its `.wandb` file.
-    -> {"summary": {key: value}, "config": {key: value}, "history_keys": [...]}; nested summary keys joined
-    with "/"."""
+    -> {"summary": {key: value}, "config": {key: value}, "history_keys": [...], "complete": bool}; nested
+    summary keys joined with "/". wandb's service may still be writing the file when `run.finish()` returns:
+    wait_s > 0 re-reads until the run's exit record is there (`complete`) or the time is up."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read_offline_run(run_dir)
+        if out["complete"] or time.monotonic() >= deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _read_offline_run(run_dir: str | Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = sorted(Path(run_dir).glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    summary, config, history_keys = {}, {}, set()
+    summary, config, history_keys, complete = {}, {}, set(), False
     for raw in read_records(files[0]):
         rec = pb.Record()
         rec.ParseFromString(raw)
@@ -147,4 +159,6 @@ def read_offline_run(run_dir: str | Path) -> dict:
                 config[u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
         elif kind == "history":
             history_keys.update(item.key or "/".join(item.nested_key) for item in rec.history.item)
-    return {"summary": summary, "config": config, "history_keys": sorted(history_keys)}
+        elif kind == "exit":
+            complete = True
+    return {"summary": summary, "config": config, "history_keys": sorted(history_keys), "complete": complete}

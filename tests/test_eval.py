@@ -82,6 +82,8 @@ def test_mean_ci_and_paired_difference():
     assert ci["mean"] == pytest.approx(statistics.mean(xs))
     assert (ci["lo"], ci["hi"]) == pytest.approx((statistics.mean(xs) - hw, statistics.mean(xs) + hw))
     assert metrics.mean_ci([0.3])["lo"] is None and metrics.mean_ci([])["mean"] is None
+    clipped = metrics.mean_ci([0.0, 1.0], bounds=(0.0, 1.0))
+    assert (clipped["lo"], clipped["hi"]) == (0.0, 1.0) and clipped["half_width"] > 1
     a, b = {1: 0.5, 2: 0.4, 3: 1.0}, {2: 0.6, 3: 0.9, 4: 0.0}
     d = metrics.paired_difference(a, b)
     assert d["seeds"] == [2, 3] and d["mean"] == pytest.approx(((0.6 - 0.4) + (0.9 - 1.0)) / 2)
@@ -130,6 +132,14 @@ def test_same_noise_gives_same_actions_for_exact_picard(policy):
     for s in seeds:
         np.testing.assert_allclose(_rewards(exact)[s], _rewards(ref)[s], atol=1e-5)
         np.testing.assert_allclose(_rewards(warm)[s], _rewards(ref)[s], atol=1e-5)
+    # one noise per episode (noise="episode", what warm start assumes): again the same for every sampler
+    ref1 = rollout_block(policy, SamplerConfig("ddpm"), "ddpm", [make_env() for _ in seeds], seeds, MAX_STEPS,
+                         CallCounter(0), same_noise_all_chunks=True)
+    warm1 = rollout_block(policy, SamplerConfig("paraddpm", window=3, tol=0.0, warm_start=True), "warm",
+                          [make_env() for _ in seeds], seeds, MAX_STEPS, CallCounter(0), same_noise_all_chunks=True)
+    for s in seeds:
+        np.testing.assert_allclose(_rewards(warm1)[s], _rewards(ref1)[s], atol=1e-5)
+    assert any(not np.allclose(_rewards(ref1)[s], _rewards(ref)[s]) for s in seeds)  # the noise did change
     assert all(c.rounds == 10 and c.nfe == 10 for r in ref for c in r.calls)
 
 
@@ -197,7 +207,8 @@ def test_evaluate_writes_outputs_and_resumes(tiny_ckpt, tmp_path):
     assert "| ddpm | 2 |" in (out / "results.md").read_text()
     # the offline wandb run: what was logged in-process, and read back from the .wandb file
     assert res["wandb"]["status"] == "ok" and res["wandb"]["mode"] == "offline"
-    logged = read_offline_run(res["wandb"]["dir"])
+    logged = read_offline_run(res["wandb"]["dir"], wait_s=30)
+    assert logged["complete"]
     assert logged["summary"]["ddpm/mean_score"] == pytest.approx(on_disk["samplers"]["ddpm"]["mean_score"])
     assert res["wandb"]["summary"]["paraddpm/pc_success"] == on_disk["samplers"]["paraddpm"]["pc_success"]
     assert any(k.startswith("ddpm/latency_ms_hist") for k in logged["history_keys"])
@@ -229,7 +240,7 @@ def test_one_rollout_per_robot_reports_rollout_latency(tiny_ckpt, tmp_path):
     from eval.run import evaluate
 
     res = evaluate(base_cfg(tiny_ckpt, n_episodes=1, n_envs=1, samplers=["ddpm"], probe_calls=0,
-                            warmup_calls=0, plots=False), tmp_path)
+                            warmup_calls=0, plots=False, fast_denoiser=True), tmp_path)
     m = res["samplers"]["ddpm"]
     assert m["latency_source"].startswith("rollout") and m["latency_ms"]["n"] == 2
 
@@ -305,6 +316,8 @@ def test_wandb_failure_keeps_local_results(tiny_ckpt, tmp_path, monkeypatch):
     ({"realtime": True}, "n_envs"),
     ({"wandb": {}}, "wandb.mode"),
     ({"latency_scale": -1}, "latency_scale"),
+    ({"noise": "step"}, "noise"),
+    ({"fast_denoiser": "yes"}, "fast_denoiser"),
     ({"policy": {"path": "/nonexistent/ckpt"}}, "policy.path"),
     ({"env": {"id": "NoSuchEnv-v9"}}, "env.id"),
 ])

@@ -97,3 +97,12 @@ def test_configs_compose_with_the_library_fields():
     fields = set(SamplerConfig.__dataclass_fields__) - {"name"}
     assert set(cfg.sampler) == fields and cfg.sampler.warm_start is True
     assert cfg.hydra.launcher.n_jobs == 2
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("eval", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1

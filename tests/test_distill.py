@@ -422,3 +422,12 @@ def test_score_cmd_reads_results_json_or_stdout(tmp_path):
     assert res == {"mean_score": 0.25}
     with pytest.raises(RuntimeError, match="failed"):
         D.run_score_cmd(f"{sys.executable} -c \"raise SystemExit(3)\"", tmp_path / "pol", tmp_path / "none")
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+    code = ("import sys, parapolicy.distill; print([m for m in ('hydra', 'wandb', 'gymnasium', 'pymunk', 'zarr') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

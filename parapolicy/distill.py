@@ -5,7 +5,7 @@ Notation (discrete DDPM schedule, T = num_train_timesteps, alphas_cumprod = abar
     alpha_t = sqrt(abar[t]),  sigma_t = sqrt(1 - abar[t])          t = 0 .. T-1
     alpha = 1, sigma = 0 for the clean end (t < 0), as diffusers' DDIMScheduler with set_alpha_to_one=True
     z_t = alpha_t x + sigma_t eps,   v = alpha_t eps - sigma_t x   (paper, sec. 4)
-    DDIM (eta = 0) from t to s:  z_s = alpha_s x_hat + sigma_s eps_hat                (paper, eq. 6)
+    DDIM (eta = 0) from t to s:  z_s = alpha_s x_hat + sigma_s eps_hat     (Song et al. 2021, eq. 12)
 
 A round distils a teacher sampled with DDIM on a grid of N timesteps into a student that takes one DDIM step
 for every two of the teacher's (Algorithm 2). For a student step t -> t'' over the teacher's t -> t' -> t'':
@@ -73,7 +73,7 @@ def _b(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def pred_to_x(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
-    """Model output -> x_hat. epsilon: (z - sigma eps)/alpha; sample: out; v: alpha z - sigma v (paper eq. 9)."""
+    """Model output -> x_hat. epsilon: (z - sigma eps)/alpha; sample: out; v: alpha z - sigma v (sec. 4)."""
     a, s = _b(alpha, z), _b(sigma, z)
     if prediction_type == "epsilon":
         return (z - s * out) / a

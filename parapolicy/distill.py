@@ -5,7 +5,7 @@ Notation (discrete DDPM schedule, T = num_train_timesteps, alphas_cumprod = abar
     alpha_t = sqrt(abar[t]),  sigma_t = sqrt(1 - abar[t])          t = 0 .. T-1
     alpha = 1, sigma = 0 for the clean end (t < 0), as diffusers' DDIMScheduler with set_alpha_to_one=True
     z_t = alpha_t x + sigma_t eps,   v = alpha_t eps - sigma_t x   (paper, sec. 4)
-    DDIM (eta = 0) from t to s:  z_s = alpha_s x_hat + sigma_s eps_hat                (paper, eq. 6)
+    DDIM (eta = 0) from t to s:  z_s = alpha_s x_hat + sigma_s eps_hat     (Song et al. 2021, eq. 12)
 
 A round distils a teacher sampled with DDIM on a grid of N timesteps into a student that takes one DDIM step
 for every two of the teacher's (Algorithm 2). For a student step t -> t'' over the teacher's t -> t' -> t'':
@@ -73,7 +73,7 @@ def _b(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def pred_to_x(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
-    """Model output -> x_hat. epsilon: (z - sigma eps)/alpha; sample: out; v: alpha z - sigma v (paper eq. 9)."""
+    """Model output -> x_hat. epsilon: (z - sigma eps)/alpha; sample: out; v: alpha z - sigma v (sec. 4)."""
     a, s = _b(alpha, z), _b(sigma, z)
     if prediction_type == "epsilon":
         return (z - s * out) / a
@@ -290,6 +290,9 @@ class DistillConfig:
     """halvings (100 -> 50 -> 25 -> 12 -> 6 for four)"""
     steps_per_round: int = 2000
     """optimizer steps per round"""
+    first_round_steps: int | None = None
+    """optimizer steps of round 1 (None = steps_per_round); round 1 also switches the epsilon teacher to the
+    student's parameterisation and is the hardest"""
     batch_size: int = 256
     lr: float = 1e-4
     warmup_steps: int = 100
@@ -332,8 +335,11 @@ class DistillConfig:
                              f"{self.parameterization!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.rounds < 1 or self.steps_per_round < 1 or self.batch_size < 1:
-            raise ValueError("rounds, steps_per_round and batch_size must be >= 1")
+        if self.rounds < 1 or self.steps_per_round < 1 or self.batch_size < 1 or (self.first_round_steps or 1) < 1:
+            raise ValueError("rounds, steps_per_round, first_round_steps and batch_size must be >= 1")
+
+    def round_steps(self, round_index: int) -> int:
+        return self.first_round_steps if round_index == 1 and self.first_round_steps else self.steps_per_round
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.wandb_mode not in ("offline", "online", "disabled"):
@@ -435,7 +441,8 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
     student = copy.deepcopy(teacher.net).requires_grad_(True).train()
     ema = copy.deepcopy(student).requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps_per_round))
+    n_steps = cfg.round_steps(round_index)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, n_steps))
     step, seconds = 0, 0.0
     state_path = round_dir / "train_state.pt"
     if state_path.exists():
@@ -460,7 +467,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
                             "train_seconds": seconds + time.time() - t0}, state_path)
 
     with open(round_dir / "log.jsonl", "a") as log_f:
-        while step < cfg.steps_per_round:
+        while step < n_steps:
             idx = torch.randint(0, len(tr_obs), (cfg.batch_size,), generator=gen)
             res = distill_batch(student, teacher, tr_act[idx], tr_obs[idx], s_grid, t_stride, cfg.parameterization,
                                 cfg.weighting, generator=gen)
@@ -479,7 +486,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
             hi = (res["t"] >= t_train // 2).to(res["loss"].dtype)
             losses.append((loss.item(), float((res["loss"].detach() * hi).sum()), float(hi.sum()),
                            float(res["landing"].mean())))
-            if step % cfg.log_every == 0 or step == cfg.steps_per_round:
+            if step % cfg.log_every == 0 or step == n_steps:
                 el = seconds + time.time() - t0
                 a = np.asarray(losses)
                 n_hi, n_all = a[:, 2].sum(), len(a) * cfg.batch_size
@@ -490,7 +497,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
                        "landing_mse": float(a[:, 3].mean()),
                        "lr": sched.get_last_lr()[0], "seconds": round(el, 1),
                        "sec_per_step": round(el / step, 3),
-                       "eta_min": round(el / step * (cfg.steps_per_round - step) / 60, 1)}
+                       "eta_min": round(el / step * (n_steps - step) / 60, 1)}
                 losses = []
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
@@ -499,7 +506,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
                     log(rec)
             if step % cfg.save_every == 0:
                 save_state()
-            if deadline is not None and time.time() > deadline and step < cfg.steps_per_round:
+            if deadline is not None and time.time() > deadline and step < n_steps:
                 save_state()
                 print(f"round {round_index}: time budget reached at step {step}; rerun to resume", flush=True)
                 return None
@@ -614,8 +621,8 @@ def plan(cfg: DistillConfig, data=None, n_steps: int = 5) -> dict:
         times.append(time.perf_counter() - t0)
     sps = float(np.median(times[1:]))
     res = {"batch_size": cfg.batch_size, "threads": torch.get_num_threads(), "sec_per_step": round(sps, 3),
-           "min_per_round": round(sps * cfg.steps_per_round / 60, 1),
-           "min_all_rounds": round(sps * cfg.steps_per_round * cfg.rounds / 60, 1),
+           "min_per_round": [round(sps * cfg.round_steps(r) / 60, 1) for r in range(1, cfg.rounds + 1)],
+           "min_all_rounds": round(sps * sum(cfg.round_steps(r) for r in range(1, cfg.rounds + 1)) / 60, 1),
            "student_steps": [len(g) for g in grids]}
     print(json.dumps(res), flush=True)
     return res

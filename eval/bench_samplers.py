@@ -177,14 +177,14 @@ def auto_section(den, base_sched, cfg, conds, args):
           + "  ".join(f"{b}: {s * 1e3:.1f}" for b, s in curve.items()))
     # measured advance per window from the benchmark's own solves of the first condition
     adv = {}
-    for p in sorted({2, 4, 8, 16, args.window}):
+    for p in sorted({2, 4, 8, 16, 32, args.window}):
         g = torch.Generator().manual_seed(1000)
         x_T, noise = torch.randn(1, H, Da, generator=g), torch.randn(S, 1, H, Da, generator=g)
         _, st = sample_picard(den, base_sched, x_T, noise=noise, cond=conds[:1], window=p, tol=args.tol)
         adv[p] = S / st.iterations
     print("measured mean advance (steps accepted per round) by window: "
           + "  ".join(f"{p}: {a:.2f}" for p, a in adv.items()))
-    for label, cm in (("default rho=0.25 advance model", CostModel(curve)),
+    for label, cm in (("default saturating advance model", CostModel(curve)),
                       ("measured advance", CostModel(curve, advance=adv))):
         p, pred = choose_window(den, x, conds[:1], S, cost_model=cm)
         times = []

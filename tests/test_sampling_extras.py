@@ -99,7 +99,7 @@ def test_auto_window_follows_the_latency_curve():
     flat = {1: 1.0, 64: 1.01}                                         # GPU-like: batch is free
     p_lin, _ = choose_window(den, x_T, None, 50, cost_model=linear)
     p_flat, _ = choose_window(den, x_T, None, 50, cost_model=flat)
-    assert p_lin == 1 and p_flat >= 40
+    assert p_lin == 1 and p_flat >= 8           # rounds saturate (~7 steps/round), so not 50
     out, st = sample_picard(den, s, x_T, window="auto", cost_model=flat, tol=0,
                             noise=torch.zeros(50, 1, H, D))
     assert st.window == p_flat and st.predicted_latency_s is not None

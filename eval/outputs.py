@@ -113,6 +113,11 @@ def results_markdown(results: dict) -> str:
     lat_src = {m["latency_source"] for m in results["samplers"].values()}
     text += (f"\nLatency source: {', '.join(sorted(lat_src))} (see docs/eval.md). "
              f"Mode: {'latency-aware (realtime)' if results['config'].get('realtime') else 'lock-step'}.\n")
+    v = results.get("versions", {})
+    text += (f"\n`{results.get('command') or 'eval.run.evaluate(...)'}` — {results.get('date_utc', '')}; "
+             f"{v.get('platform', '')}, {v.get('cpu_count', '?')} CPUs, device {results['config'].get('device')}, "
+             f"torch {v.get('torch', '')} ({v.get('torch_threads', '?')} threads)"
+             f"{'; interrupted' if results.get('interrupted') else ''}.\n")
     return text
 
 

@@ -269,8 +269,9 @@ def _probe_windows(records: list[dict], label: str, key: str, n: int) -> list[tu
     return [pool[i] for i in idx]
 
 
-def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
-    """Run (or resume) an evaluation into out_dir and write every output. Returns the results dict."""
+def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = None) -> dict:
+    """Run (or resume) an evaluation into out_dir and write every output. Returns the results dict.
+    command: the command line that started it (recorded in results.json and results.md)."""
     ec, samplers = validate(raw_cfg)
     import numpy as np
     import torch
@@ -403,7 +404,8 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike) -> dict:
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted during the latency probe: writing results without it", file=sys.stderr)
-    extra = {"config": config_record, "versions": versions(), "interrupted": interrupted,
+    extra = {"command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+             "config": config_record, "versions": versions(), "interrupted": interrupted,
              "run_seconds_this_process": run_s,
              "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}
     results, latencies = aggregate(ec, samplers, keys, records, probe_out, extra)
@@ -441,7 +443,9 @@ def main() -> None:
     @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
     def _main(cfg) -> float | None:
         raw = OmegaConf.to_container(cfg, resolve=True)
-        res = evaluate(raw, HydraConfig.get().runtime.output_dir)
+        hc = HydraConfig.get()
+        command = " ".join(["python -m eval.run", *hc.overrides.task])
+        res = evaluate(raw, hc.runtime.output_dir, command=command)
         ref = res["samplers"][res["reference"]]
         return ref["mean_score"]
 

@@ -51,6 +51,7 @@ def test_eval_run_cli_writes_results_and_prints_table(tiny_ckpt, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert list(res["samplers"]) == ["ddpm", "w2"] and res["samplers"]["w2"]["sampler_config"]["window"] == 2
     assert "| ddpm | 1 |" in p.stdout and "| w2 | 1 |" in p.stdout
+    assert res["command"].startswith("python -m eval.run policy.path=") and "n_episodes=1" in res["command"]
     assert (out / ".hydra" / "config.yaml").exists()
 
 

@@ -280,8 +280,17 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(**a)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
+    import signal
     import sys
+
+    # SIGTERM (and SIGINT, which a shell ignores for background jobs) stop training after a save.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     cfg = parse_args(argv)
     cfg.extra["command"] = "python -m parapolicy.train " + " ".join(sys.argv[1:] if argv is None else argv)
     path = train(cfg)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from parapolicy.atomic import atomic_dir
 
 FORMAT = "parapolicy"
 FORMAT_VERSION = 1
@@ -31,21 +31,9 @@ def save_policy_dir(path: str | os.PathLike, config: dict, model_state: dict, no
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     tensors.update({f"normalizer.{k}": v.detach().cpu().contiguous() for k, v in normalizer_state.items()})
     cfg = dict(config, format=FORMAT, format_version=FORMAT_VERSION)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        if path.exists():
-            old = path.with_name(path.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

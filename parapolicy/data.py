@@ -11,12 +11,12 @@ Layout (zarr format 2 or 3 group):
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from parapolicy.atomic import atomic_dir
 
 PUSHT_ZARR_ENV = "PARAPOLICY_PUSHT_ZARR"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +114,7 @@ class ReplayBuffer:
         zarr = _zarr()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             if int(zarr.__version__.split(".")[0]) >= 3:
                 # zarr 3 writes format 3 unless told; format 2 keeps the store readable by zarr 2 tools
                 root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
@@ -133,17 +132,6 @@ class ReplayBuffer:
                 if hasattr(meta, "create_array") else meta.create_dataset(
                     "episode_ends", shape=self.episode_ends.shape, dtype=np.int64)
             ends[...] = self.episode_ends
-            if path.exists():
-                old = path.with_name(path.name + ".old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
 

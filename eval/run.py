@@ -39,7 +39,7 @@ class EvalConfig:
     device: str = "cpu"
     max_steps: int = 300
     num_threads: int | None = 1
-    fast_denoiser: bool = False
+    fast_denoiser: bool | str = False
     noise: str = "chunk"
     realtime: bool = False
     latency_scale: float = 1.0
@@ -127,9 +127,11 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     if cfg.get("noise", "chunk") not in ("chunk", "episode"):
         raise _err("noise", f"must be 'chunk' (fresh noise per chunk) or 'episode' (one noise per episode), "
                             f"got {cfg.get('noise')!r}")
-    for key in ("realtime", "progress", "plots", "resume", "fast_denoiser"):
+    for key in ("realtime", "progress", "plots", "resume"):
         if key in cfg and not isinstance(cfg[key], bool):
             raise _err(key, f"must be true or false, got {cfg[key]!r}")
+    if cfg.get("fast_denoiser", False) not in (False, True, "fp32", "bf16"):
+        raise _err("fast_denoiser", f"must be false, true (= fp32), fp32 or bf16, got {cfg['fast_denoiser']!r}")
     if not isinstance(cfg.get("policy"), dict) or not cfg["policy"].get("path"):
         raise _err("policy.path", "a checkpoint path or built-in name is required")
     if not isinstance(cfg.get("env"), dict) or not cfg["env"].get("id"):
@@ -288,7 +290,8 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
         raise _err("policy.path", str(e)) from None
     if ec.fast_denoiser:
         from parapolicy.fast import optimize_denoiser
-        policy.use_denoiser(optimize_denoiser(policy.model))
+        dtype = torch.bfloat16 if ec.fast_denoiser == "bf16" else torch.float32
+        policy.use_denoiser(optimize_denoiser(policy.model, dtype=dtype))
     make_env = make_env_factory(ec.env, ec.max_steps)
     try:
         probe_env = make_env()

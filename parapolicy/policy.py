@@ -14,7 +14,6 @@ control loop (one robot, batch 1).
 from __future__ import annotations
 
 import collections
-import copy
 import math
 from dataclasses import dataclass
 
@@ -160,7 +159,8 @@ class DiffusionPolicy:
         key = (family, steps)
         if key not in self._schedulers:
             self._schedulers[key] = make_scheduler(family, self.config["scheduler"], steps)
-        return copy.deepcopy(self._schedulers[key])
+        # shared, not copied per call: the samplers never mutate a scheduler (tested in test_sampling)
+        return self._schedulers[key]
 
     # ---------------------------------------------------------------------------------------- inference
     def normalized_condition(self, obs: dict) -> torch.Tensor:

@@ -35,13 +35,6 @@ SCHED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is ~50x faster than two on a shared, loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def dp_cfg(global_cond: bool = True, resolved: bool = True, **policy_overrides) -> dict:

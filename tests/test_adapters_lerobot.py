@@ -29,12 +29,6 @@ STATE_DIM, ENV_DIM, ACTION_DIM, N_OBS, HORIZON, N_ACT = 2, 6, 2, 2, 8, 4
 DOWN, DSED, KERNEL, GROUPS = [16, 32], 8, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------- a mirror of LeRobot's UNet module tree

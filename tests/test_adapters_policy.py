@@ -21,12 +21,6 @@ policy_mod = pytest.importorskip("parapolicy.policy")
 pytest.importorskip("parapolicy.sampling")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("global_cond", [True, False])

@@ -16,13 +16,6 @@ TEACHER_SCHED = {"num_train_timesteps": T, "beta_schedule": "squaredcos_cap_v2",
                  "clip_sample": True, "prediction_type": "epsilon"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _ac() -> torch.Tensor:

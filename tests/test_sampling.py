@@ -17,13 +17,6 @@ B, H, D, C = 3, 8, 2, 6
 PREDS = ("epsilon", "sample", "v_prediction")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead (20-100x on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def inputs(seed=0, b=B):

@@ -17,12 +17,6 @@ from tests.sampling_helpers import GaussianDenoiser
 B, H, D = 2, 8, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def sched():

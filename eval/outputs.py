@@ -112,7 +112,8 @@ def results_markdown(results: dict) -> str:
                      f"| {_f(c['mean'], '{:+.1f}')}{_ci([c['lo'], c['hi']], '{:+.1f}')} |\n")
     lat_src = {m["latency_source"] for m in results["samplers"].values()}
     text += (f"\nLatency source: {', '.join(sorted(lat_src))} (see docs/eval.md). "
-             f"Mode: {'latency-aware (realtime)' if results['config'].get('realtime') else 'lock-step'}.\n")
+             f"Mode: {'latency-aware (realtime)' if results['config'].get('realtime') else 'lock-step'}. "
+             f"UNet path: {results.get('denoiser', 'eager')}.\n")
     v = results.get("versions", {})
     text += (f"\n`{results.get('command') or 'eval.run.evaluate(...)'}` — {results.get('date_utc', '')}; "
              f"{v.get('platform', '')}, {v.get('cpu_count', '?')} CPUs, device {results['config'].get('device')}, "

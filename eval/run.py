@@ -39,7 +39,7 @@ class EvalConfig:
     device: str = "cpu"
     max_steps: int = 300
     num_threads: int | None = 1
-    fast_denoiser: bool | str = False
+    fast_denoiser: bool | str = "auto"
     noise: str = "chunk"
     realtime: bool = False
     latency_scale: float = 1.0
@@ -130,8 +130,9 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     for key in ("realtime", "progress", "plots", "resume"):
         if key in cfg and not isinstance(cfg[key], bool):
             raise _err(key, f"must be true or false, got {cfg[key]!r}")
-    if cfg.get("fast_denoiser", False) not in (False, True, "fp32", "bf16"):
-        raise _err("fast_denoiser", f"must be false, true (= fp32), fp32 or bf16, got {cfg['fast_denoiser']!r}")
+    if cfg.get("fast_denoiser", "auto") not in (False, True, "auto", "eager", "fp32", "bf16"):
+        raise _err("fast_denoiser", f"must be auto, bf16, fp32, eager, false (= eager) or true (= fp32), "
+                                    f"got {cfg['fast_denoiser']!r}")
     if not isinstance(cfg.get("policy"), dict) or not cfg["policy"].get("path"):
         raise _err("policy.path", "a checkpoint path or built-in name is required")
     if not isinstance(cfg.get("env"), dict) or not cfg["env"].get("id"):
@@ -182,7 +183,7 @@ def _hash(obj) -> str:
 def run_keys(ec: EvalConfig, samplers: dict, policy) -> dict:
     """{label: key}: an episode recorded under the same key is the same experiment (resume skips it)."""
     common = {"policy": ec.policy.get("path"), "policy_config": _hash(policy.config), "env": ec.env,
-              "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise, "fast": ec.fast_denoiser,
+              "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise, "fast": policy.inference,
               "rt": [ec.latency_scale, ec.realtime_trigger] if ec.realtime else None}
     return {label: _hash({**common, "sampler": dataclasses.asdict(sc)}) for label, sc in samplers.items()}
 
@@ -285,13 +286,9 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
     if ec.num_threads:
         torch.set_num_threads(ec.num_threads)
     try:
-        policy = load_policy(ec.policy["path"], device=ec.device)
+        policy = load_policy(ec.policy["path"], device=ec.device, fast=ec.fast_denoiser)
     except (FileNotFoundError, ValueError) as e:
         raise _err("policy.path", str(e)) from None
-    if ec.fast_denoiser:
-        from parapolicy.fast import optimize_denoiser
-        dtype = torch.bfloat16 if ec.fast_denoiser == "bf16" else torch.float32
-        policy.use_denoiser(optimize_denoiser(policy.model, dtype=dtype))
     make_env = make_env_factory(ec.env, ec.max_steps)
     try:
         probe_env = make_env()
@@ -409,6 +406,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
             print("\ninterrupted during the latency probe: writing results without it", file=sys.stderr)
     extra = {"command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "config": config_record, "versions": versions(), "interrupted": interrupted,
+             "denoiser": policy.inference,
              "run_seconds_this_process": run_s,
              "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}
     results, latencies = aggregate(ec, samplers, keys, records, probe_out, extra)

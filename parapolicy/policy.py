@@ -24,6 +24,28 @@ from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
 
 SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver")
+FAST_MODES = ("auto", "bf16", "fp32", "eager")
+
+
+def resolve_fast(fast, device="cpu") -> str:
+    """The denoiser path a `fast` setting means on `device`: "eager", "fp32" or "bf16".
+
+    fast: "auto" (bf16 fast path on a CPU with fast bf16 matrix units, where its closed-loop reward was
+    measured equal to eager (README); eager elsewhere, CUDA included until it is measured there),
+    "bf16" (falls back to fp32 with a warning without fast bf16), "fp32", "eager"; True = "fp32", False or
+    None = "eager"."""
+    if fast is None or fast is False:
+        return "eager"
+    if fast is True:
+        return "fp32"
+    if fast not in FAST_MODES:
+        raise ValueError(f"unknown fast denoiser mode {fast!r}; choose one of {', '.join(FAST_MODES)}")
+    if fast != "auto":
+        return fast
+    from parapolicy.fast import has_fast_bf16
+
+    device = torch.device(device)
+    return "bf16" if device.type == "cpu" and has_fast_bf16(device) else "eager"
 
 
 @dataclass
@@ -130,6 +152,8 @@ class DiffusionPolicy:
         self.default_sampler = "para" + config.get("default_sampler", "ddpm")
         self._schedulers: dict = {}
         self._denoise_fn = None
+        self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
+        self._latency: dict = {}  # cost-model latency curves of the current denoiser, per (rows, cond shape)
         self.reset()
 
     # ----------------------------------------------------------------------------------------- building
@@ -149,10 +173,39 @@ class DiffusionPolicy:
                 raise ValueError(f"checkpoint {ckpt.path} has no normaliser for '{key}'")
         return cls(model, normalizer, cfg, device=device, source=ckpt.source, path=ckpt.path)
 
-    def use_denoiser(self, module) -> None:
+    def use_denoiser(self, module, name: str = "custom") -> None:
         """Replace the UNet call (same signature as ConditionalUnet1D.forward), e.g. by a fast inference
-        path; None restores the eager model."""
+        path; None restores the eager model. `name` is what `self.inference` reports."""
         self._denoise_fn = module
+        self.inference = "eager" if module is None else name
+        self._latency = {}
+
+    def set_fast(self, fast="auto") -> str:
+        """Choose the UNet path (see `resolve_fast`): eager, or `parapolicy.fast.optimize_denoiser` in
+        float32 or bf16. Returns and records in `self.inference` the path now used."""
+        mode = resolve_fast(fast, self.device)
+        if mode == "eager":
+            self.use_denoiser(None)
+            return self.inference
+        from parapolicy.fast import optimize_denoiser
+
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+        fast_net = optimize_denoiser(self.model, dtype=dtype)
+        got_dtype = getattr(fast_net, "dtype", None) or fast_net.denoiser.dtype  # CUDAGraphDenoiser wraps
+        got = "bf16" if got_dtype == torch.bfloat16 else "fp32"
+        self.use_denoiser(fast_net, name=f"fast-{got}")
+        return self.inference
+
+    def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int):
+        """The Picard cost model for window="auto": the current denoiser's own batch-latency curve
+        (fast path included), measured once per (rows, shapes) and kept until `use_denoiser` changes it."""
+        from parapolicy.sampling.cost import CostModel, latency_batches, measure_latency
+
+        rows = x_T.shape[0] * num_steps
+        key = (rows, tuple(x_T.shape[1:]), None if cond is None else cond.shape[1])
+        if key not in self._latency:
+            self._latency[key] = measure_latency(self.denoiser, x_T, cond, latency_batches(rows))
+        return CostModel(self._latency[key])
 
     def scheduler(self, family: str, num_inference_steps: int | None = None):
         steps = num_inference_steps or int(self.config["num_inference_steps"])
@@ -226,9 +279,11 @@ class DiffusionPolicy:
         common = dict(noise=step_noise, cond=cond, num_inference_steps=len(sch.timesteps), generator=generator)
         stats, traj = None, None
         if cfg.parallel:
+            cost = (self.cost_model(init_noise, cond, len(sch.timesteps)) if cfg.window == "auto" else None)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
                                       max_iters=max_iters if max_iters is not None else cfg.max_iters,
-                                      init=init, deadline=deadline, accel=cfg.accel, **common)
+                                      init=init, deadline=deadline, accel=cfg.accel, cost_model=cost,
+                                      **common)
             traj = getattr(stats, "trajectory", None)
         else:
             x0 = sample_sequential(self.denoiser, sch, init_noise, **common)
@@ -290,11 +345,18 @@ class DiffusionPolicy:
         return self._queue.popleft()
 
 
-def load_policy(path, device="cpu") -> DiffusionPolicy:
+def load_policy(path, device="cpu", fast="auto") -> DiffusionPolicy:
     """Load a policy from a built-in name ("pusht_keypoints"), our checkpoint directory, a LeRobot pretrained
-    directory or a real-stanford diffusion_policy `.ckpt`."""
-    return DiffusionPolicy.from_checkpoint(load_checkpoint(path), device=device)
+    directory or a real-stanford diffusion_policy `.ckpt`.
+
+    fast: the UNet inference path (`resolve_fast`): "auto" (default) = the bf16 fast path on CPUs with fast
+    bf16 matrix units, eager elsewhere; "bf16", "fp32", or "eager" / False for the training-time module
+    (bit-exact reference). `policy.inference` says which path was taken."""
+    mode = resolve_fast(fast, device)  # bad values fail before the checkpoint is read
+    policy = DiffusionPolicy.from_checkpoint(load_checkpoint(path), device=device)
+    policy.set_fast(mode)
+    return policy
 
 
-__all__ = ["DiffusionPolicy", "SamplerConfig", "SAMPLERS", "load_policy", "make_scheduler",
-           "as_sampler_config"]
+__all__ = ["DiffusionPolicy", "SamplerConfig", "SAMPLERS", "FAST_MODES", "load_policy", "make_scheduler",
+           "as_sampler_config", "resolve_fast"]

@@ -26,7 +26,7 @@ pytest.importorskip("parapolicy.sampling")
 @pytest.mark.parametrize("global_cond", [True, False])
 def test_dp_ckpt_policy_reproduces_predict_action(tmp_path, global_cond):
     parts = T.build_parts(global_cond, seed=1)
-    pol = policy_mod.load_policy(str(T.save_ckpt(tmp_path / "a.ckpt", T.dp_cfg(global_cond), parts)))
+    pol = policy_mod.load_policy(str(T.save_ckpt(tmp_path / "a.ckpt", T.dp_cfg(global_cond), parts)), fast="eager")
     obs = torch.randn(3, T.N_OBS, T.OBS_DIM) * 50 + 100
     width = T.ACTION_DIM + (0 if global_cond else T.OBS_DIM)
     timesteps = make_scheduler(T.SCHED, 10).timesteps
@@ -58,7 +58,7 @@ def test_dp_ckpt_policy_reproduces_predict_action(tmp_path, global_cond):
 def test_lerobot_dir_policy_reproduces_generate_actions(tmp_path, normalization):
     stats, mirror = L.make_stats(3), L.mirror_unet(3)
     d = L.write_dir(tmp_path, L.base_config("draccus", "MIN_MAX"), mirror, stats, normalization)
-    pol = policy_mod.load_policy(str(d))
+    pol = policy_mod.load_policy(str(d), fast="eager")
     g = torch.Generator().manual_seed(4)
     batch = {
         k: stats[k]["min"] + torch.rand(3, L.N_OBS, dim, generator=g) * (stats[k]["max"] - stats[k]["min"])

@@ -323,7 +323,7 @@ def test_tiny_end_to_end_two_rounds_resume_and_load(tmp_path):
     assert len(D.distill(cfg, data=data)) == 2
     assert (out / "round2" / "policy" / "model.safetensors").stat().st_mtime == mtime
 
-    pol = load_policy(out / "round2" / "policy")
+    pol = load_policy(out / "round2" / "policy", fast="eager")
     sk = pol.config["scheduler"]
     assert sk["prediction_type"] == "v_prediction" and sk["clip_sample"] is False
     assert pol.config["num_inference_steps"] == 5 and pol.config["default_sampler"] == "ddim"
@@ -354,7 +354,7 @@ def test_student_runs_through_policy_predict_action(tmp_path):
     cfg = D.DistillConfig(teacher=str(teacher), out=str(tmp_path / "d"), rounds=1, steps_per_round=2, batch_size=8,
                           eval_batch=4, parameterization="x")
     (summary,) = D.distill(cfg, data=data)
-    pol = load_policy(summary["policy"])
+    pol = load_policy(summary["policy"], fast="eager")
     x_T = torch.randn(2, 8, 2, generator=torch.Generator().manual_seed(0))
     res = pol.predict_action({"obs": obs[:2]}, sampler="ddim", init_noise=x_T)
     stu = D.Denoiser.from_checkpoint(D.load_checkpoint(summary["policy"]))
@@ -397,7 +397,7 @@ def test_real_teacher_one_tiny_round(tmp_path):
     cfg = D.DistillConfig(teacher=teacher, out=str(tmp_path / "d"), rounds=1, steps_per_round=3, batch_size=16,
                           eval_batch=8)
     (summary,) = D.distill(cfg)
-    pol = load_policy(summary["policy"])
+    pol = load_policy(summary["policy"], fast="eager")
     assert pol.config["num_inference_steps"] == 50 and np.isfinite(summary["gap_student"])
 
 

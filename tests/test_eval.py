@@ -243,6 +243,8 @@ def test_one_rollout_per_robot_reports_rollout_latency(tiny_ckpt, tmp_path):
                             warmup_calls=0, plots=False, fast_denoiser=True), tmp_path)
     m = res["samplers"]["ddpm"]
     assert m["latency_source"].startswith("rollout") and m["latency_ms"]["n"] == 2
+    assert res["denoiser"] == "fast-fp32"
+    assert "UNet path: fast-fp32" in (tmp_path / "results.md").read_text()
 
 
 def _register_faulty(kind: str, bad_seed: int, exc):

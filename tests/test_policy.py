@@ -106,3 +106,62 @@ def test_warm_start_in_act_uses_the_previous_trajectory(tiny_policy_dir):
     for _ in range(2 * p.n_action_steps):
         p.act({"obs": torch.full((20,), 100.0)}, sampler=cfg, generator=g)
     assert p._last_traj is not None and p.last_output["stats"].iterations >= 1
+
+
+# ------------------------------------------------------------------------------- UNet path (fast default)
+def test_resolve_fast_modes_and_errors():
+    from parapolicy.fast import has_fast_bf16
+    from parapolicy.policy import resolve_fast
+
+    assert resolve_fast("auto") == ("bf16" if has_fast_bf16("cpu") else "eager")
+    assert [resolve_fast(m) for m in ("bf16", "fp32", "eager", True, False, None)] == \
+        ["bf16", "fp32", "eager", "fp32", "eager", "eager"]
+    with pytest.raises(ValueError, match="unknown fast denoiser mode 'turbo'"):
+        resolve_fast("turbo")
+
+
+def test_load_policy_fast_modes_report_their_path_and_agree_with_eager(tiny_policy_dir):
+    from parapolicy.fast import has_fast_bf16
+
+    eager = load_policy(tiny_policy_dir, fast="eager")
+    fp32 = load_policy(tiny_policy_dir, fast="fp32")
+    auto = load_policy(tiny_policy_dir)
+    assert eager.inference == "eager" and fp32.inference == "fast-fp32"
+    assert auto.inference == ("fast-bf16" if has_fast_bf16("cpu") else "eager")
+    x_T, z = noise(eager, steps=10)
+    sc = SamplerConfig("ddpm", num_inference_steps=10)
+    ref = eager.predict_action(obs_batch(eager), sampler=sc, init_noise=x_T, step_noise=z)["action_pred"]
+    got = fp32.predict_action(obs_batch(fp32), sampler=sc, init_noise=x_T, step_noise=z)["action_pred"]
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-3)  # env units (hundreds of px)
+    low = auto.predict_action(obs_batch(auto), sampler=sc, init_noise=x_T, step_noise=z)["action_pred"]
+    assert torch.isfinite(low).all() and (low - ref).abs().max() < 0.05 * (ref.max() - ref.min())
+    eager.set_fast("fp32")
+    assert eager.inference == "fast-fp32"
+    eager.use_denoiser(None)
+    assert eager.inference == "eager"
+    with pytest.raises(ValueError, match="unknown fast denoiser mode"):
+        load_policy(tiny_policy_dir, fast="fastest")
+
+
+def test_auto_window_uses_the_current_denoisers_curve(tiny_policy_dir, monkeypatch):
+    """window="auto" measures the denoiser the policy calls now (fast path included), once per shape, and
+    measures again after use_denoiser swaps it."""
+    import parapolicy.sampling.cost as cost
+
+    p = load_policy(tiny_policy_dir, fast="eager")
+    measured = []
+    real = cost.measure_latency
+
+    def spy(den, x, cond, batches, **kw):
+        measured.append((p.inference, max(batches)))
+        return real(den, x, cond, batches, repeats=1, warmup=0)
+
+    monkeypatch.setattr(cost, "measure_latency", spy)
+    sc = SamplerConfig("paraddpm", num_inference_steps=10, window="auto")
+    out = p.predict_action(obs_batch(p), sampler=sc, generator=torch.Generator().manual_seed(0))
+    p.predict_action(obs_batch(p), sampler=sc, generator=torch.Generator().manual_seed(1))
+    assert measured == [("eager", 20)]          # batch 2 x 10 steps, measured once
+    assert 1 <= out["stats"].window <= 10
+    p.set_fast("fp32")
+    p.predict_action(obs_batch(p), sampler=sc, generator=torch.Generator().manual_seed(0))
+    assert measured == [("eager", 20), ("fast-fp32", 20)]

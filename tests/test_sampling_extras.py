@@ -102,6 +102,28 @@ def test_auto_window_follows_the_latency_curve():
         sample_picard(den, s, x_T, window="auto", cost_model=[1, 2])
 
 
+def test_measured_latency_curve_is_never_cheaper_for_a_bigger_batch():
+    """A load spike on a small batch (or a lucky big one) must not make a big window look free."""
+    import time
+
+    from parapolicy.sampling.cost import latency_batches, measure_latency
+
+    calls = []
+
+    def den(x, t, c):  # the batch of 1 is slow (as if disturbed), 2 and 4 are fast
+        calls.append(x.shape[0])
+        time.sleep(0.004 if x.shape[0] == 1 else 0.0)
+        return x
+
+    curve = measure_latency(den, torch.zeros(1, H, D), None, latency_batches(4), repeats=2, warmup=1)
+    assert sorted(curve) == [1, 2, 4] and curve[1] >= 0.004
+    assert curve[2] >= curve[1] and curve[4] >= curve[2]
+    assert calls[:3] == [1, 2, 4]                     # sizes interleaved per repetition, not one after another
+    assert latency_batches(100) == [1, 2, 4, 8, 16, 32, 64, 100] and latency_batches(1) == [1]
+    with pytest.raises(ValueError, match="batch sizes"):
+        measure_latency(den, torch.zeros(1, H, D), None, [0])
+
+
 def test_importing_sampling_pulls_no_heavy_optional_deps():
     code = ("import sys, parapolicy.sampling, parapolicy.schedule; "
             "bad = [m for m in ('hydra', 'wandb', 'gymnasium', 'pymunk', 'zarr') if m in sys.modules]; "

@@ -12,19 +12,20 @@ the window, limits the advance of a large window. A = 7 fits the Push-T policy (
 rollout start: measured a = 1.92, 3.45, 5.56, 6.25 for p = 2, 4, 8, 16; model 1.92, 3.36, 5.12, 6.51).
 The round sequence is then simulated: window n_r = min(p, S - begin), begin += max(1, min(a(p), n_r)).
 
-The measured curve is cached per (denoiser id, device, dtype, H, D, C), so it is measured once per process.
+The measured curve is cached per (denoiser, device, dtype, H, D, C), so it is measured once per process;
+`DiffusionPolicy` keeps its own curve per denoiser path (fast path included) and passes it as `cost_model`.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 _LATENCY_CACHE: dict = {}
+_CACHE_SIZE = 8
 DEFAULT_MAX_ADVANCE = 7.0
 
 
@@ -85,44 +86,64 @@ def predict(cost: CostModel, num_steps: int, window: int, batch: int = 1) -> tup
     return secs, rounds
 
 
-def measure_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, batches, repeats: int = 3,
+def measure_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, batches, repeats: int = 5,
                     warmup: int = 1) -> dict[int, float]:
-    """Median wall-clock seconds of `denoiser` over batch sizes (rows), inputs shaped like x[0] / cond[0].
+    """Wall-clock seconds of `denoiser` per batch size (rows), inputs shaped like x[0] / cond[0].
 
-    x: (B, H, D) example input; cond: (B, C) or None. Synchronises CUDA around each call."""
+    Robust to a shared machine: the batch sizes are timed interleaved (one call of each per repetition),
+    each size keeps its fastest call (background load only ever adds time), and the curve is made
+    non-decreasing in the batch size (a bigger batch is never cheaper; a noisy dip would otherwise pull
+    window="auto" to a huge window). x: (B, H, D) example input; cond: (B, C) or None. Synchronises CUDA."""
     H, D = x.shape[1:]
-    out = {}
+    sizes = sorted(set(int(b) for b in batches))
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"batch sizes must be positive integers, got {list(batches)}")
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    inputs = {}
+    for n in sizes:
+        xs = x[:1].expand(n, H, D).contiguous()
+        cs = None if cond is None else cond[:1].expand(n, cond.shape[1]).contiguous()
+        inputs[n] = (xs, torch.full((n,), 10, dtype=torch.long, device=x.device), cs)
+    best = {n: math.inf for n in sizes}
     with torch.no_grad():
-        for n in sorted(set(int(b) for b in batches)):
-            xs = x[:1].expand(n, H, D).contiguous()
-            cs = None if cond is None else cond[:1].expand(n, cond.shape[1]).contiguous()
-            t = torch.full((n,), 10, dtype=torch.long, device=x.device)
-            times = []
-            for i in range(warmup + repeats):
+        for i in range(warmup + repeats):
+            for n in sizes:
                 sync()
                 t0 = time.perf_counter()
-                denoiser(xs, t, cs)
+                denoiser(*inputs[n])
                 sync()
                 if i >= warmup:
-                    times.append(time.perf_counter() - t0)
-            out[n] = statistics.median(times)
+                    best[n] = min(best[n], time.perf_counter() - t0)
+    out, floor = {}, 0.0
+    for n in sizes:
+        floor = max(floor, best[n])
+        out[n] = floor
     return out
 
 
-def cached_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, max_rows: int) -> dict[int, float]:
-    """`measure_latency` over batches 1, 2, 4, ... up to max_rows, measured once per process and key."""
-    key = (id(denoiser), str(x.device), x.dtype, tuple(x.shape[1:]), None if cond is None else cond.shape[1])
-    hit = _LATENCY_CACHE.get(key)
-    if hit is not None and max(hit) >= max_rows:
-        return hit
+def latency_batches(max_rows: int) -> list[int]:
+    """Batch sizes 1, 2, 4, ... below max_rows, then max_rows: the points of a measured curve."""
     batches, n = [], 1
     while n < max_rows:
         batches.append(n)
         n *= 2
-    batches.append(max_rows)
-    curve = measure_latency(denoiser, x, cond, batches)
+    return batches + [max_rows]
+
+
+def cached_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, max_rows: int) -> dict[int, float]:
+    """`measure_latency` over `latency_batches(max_rows)`, measured once per process and key.
+
+    The key holds the denoiser object itself (not its id, which a garbage-collected bound method can hand
+    on to another denoiser). Callers that rebuild their denoiser per call (a bound method such as
+    `policy.denoiser`) should keep their own curve instead, as `DiffusionPolicy.cost_model` does."""
+    key = (denoiser, str(x.device), x.dtype, tuple(x.shape[1:]), None if cond is None else cond.shape[1])
+    hit = _LATENCY_CACHE.get(key)
+    if hit is not None and max(hit) >= max_rows:
+        return hit
+    curve = measure_latency(denoiser, x, cond, latency_batches(max_rows))
     _LATENCY_CACHE[key] = curve
+    while len(_LATENCY_CACHE) > _CACHE_SIZE:  # holds denoisers alive: keep only the newest few
+        _LATENCY_CACHE.pop(next(iter(_LATENCY_CACHE)))
     return curve
 
 

@@ -1,0 +1,193 @@
+"""Per-chunk latency of sequential DDPM and ParaDDPM with each UNet path, in one run (not a test).
+
+    python -m eval.bench_chunk                       # shipped policy, eager / fp32 / bf16 x ddpm / paraddpm
+    python -m eval.bench_chunk --obs 16 --repeats 3 --json runs/bench_chunk.json
+    python -m eval.bench_chunk --policy runs/distill/round3/policy --samplers ddim,paraddim
+
+What one measurement is: `policy.predict_action(obs, sampler)` for one robot (batch 1), i.e. normalising the
+observation window, the whole reverse process (100 DDPM steps, or Picard rounds) and unnormalising the
+chunk. Observation windows come from the Push-T demonstrations (consecutive frames at evenly spaced steps
+of the data) when `../shared/pusht` is found, else from seeded env resets. Every (path, sampler) pair gets
+the same windows and the same noise, so ParaDDPM's actions can be compared to DDPM's.
+
+How it times: after one untimed warm-up call of each pair, the pairs are timed round-robin (one call of
+each per window, `--repeats` passes over the windows), so background load on a shared machine falls on
+all of them alike; the table gives the median wall-clock time, the median process CPU time (with one torch
+thread, an estimate of the time on an otherwise idle core), rounds and NFE per chunk, the speed-up over
+eager DDPM (from the CPU-time medians), and the largest action difference from eager DDPM in env pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+PATHS = ("eager", "fp32", "bf16")
+
+
+def observation_windows(policy, n: int, seed: int = 0) -> tuple[list[dict], str]:
+    """n observation windows {key: (1, n_obs_steps, dim)} in env units, and where they came from."""
+    To = policy.n_obs_steps
+    if policy.obs_keys == ["obs"] and policy.obs_dims["obs"] == 20:
+        try:
+            from parapolicy.data import ReplayBuffer, find_pusht_zarr, pusht_keypoint_obs
+
+            path = find_pusht_zarr()
+            if path is not None:
+                obs = pusht_keypoint_obs(ReplayBuffer.load(path))
+                starts = np.linspace(0, len(obs) - To - 1, n).astype(int)
+                wins = [{"obs": torch.from_numpy(obs[s:s + To].copy())[None]} for s in starts]
+                return wins, f"Push-T demonstrations ({path}), {n} windows evenly spaced over {len(obs)} steps"
+        except ImportError:
+            pass
+    import gymnasium as gym
+
+    import envs  # noqa: F401  registers parapolicy/PushT-v0
+
+    env = gym.make("parapolicy/PushT-v0", obs_type="keypoints")
+    wins = []
+    for i in range(n):
+        o, _ = env.reset(seed=100000 + seed + i)
+        frame = torch.as_tensor(o, dtype=torch.float32)
+        wins.append({"obs": frame.expand(To, -1).clone()[None]})
+    env.close()
+    return wins, f"Push-T env resets, seeds {100000 + seed}..{100000 + seed + n - 1}"
+
+
+def build_paths(policy, names) -> dict:
+    """{path name: denoiser module or None (eager)}; bf16 falls back to fp32 (and says so) without AMX."""
+    from parapolicy.fast import optimize_denoiser
+
+    out = {}
+    for name in names:
+        if name == "eager":
+            out[name] = None
+            continue
+        fast = optimize_denoiser(policy.model, dtype=torch.bfloat16 if name == "bf16" else torch.float32)
+        if name == "bf16" and fast.dtype != torch.bfloat16:
+            print("  note: no fast bf16 on this CPU; the bf16 row runs the float32 fast path")
+        out[name] = fast
+    return out
+
+
+def run(args) -> dict:
+    from parapolicy.fast import has_fast_bf16
+    from parapolicy.policy import SamplerConfig, load_policy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, fast="eager")
+    paths = build_paths(policy, args.paths)
+    samplers = {name: SamplerConfig(name=name) for name in args.samplers}
+    wins, source = observation_windows(policy, args.obs)
+    steps = len(policy.scheduler(samplers[args.samplers[0]].family).timesteps)
+    g = torch.Generator().manual_seed(args.seed)
+    noise = []
+    for _ in wins:
+        shape = (1, policy.horizon, policy.input_dim)
+        noise.append((torch.randn(shape, generator=g), torch.randn((steps,) + shape, generator=g)))
+    print(f"bench_chunk: {args.policy}, batch 1, {len(wins)} observation windows x {args.repeats} passes")
+    print(f"  torch {torch.__version__}, {platform.processor() or platform.machine()}, threads "
+          f"{torch.get_num_threads()}, fast bf16: {has_fast_bf16('cpu')}, load average "
+          f"{os.getloadavg()[0]:.2f}; observations: {source}")
+
+    pairs = [(p, s) for p in args.paths for s in args.samplers]
+
+    def call(path, sampler, i):
+        policy.use_denoiser(paths[path], name=path)
+        x_T, z = noise[i]
+        return policy.predict_action(wins[i], sampler=samplers[sampler], init_noise=x_T, step_noise=z)
+
+    for p, s in pairs:  # warm-up: first calls allocate, and build oneDNN primitives
+        call(p, s, 0)
+    rec = {pair: {"wall": [], "cpu": [], "rounds": [], "nfe": [], "err": []} for pair in pairs}
+    ref_name = (args.paths[0], args.samplers[0])
+    t_start = time.perf_counter()
+    for _ in range(args.repeats):
+        for i in range(len(wins)):
+            ref = None
+            for pair in pairs:
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = call(*pair, i)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                r = rec[pair]
+                r["wall"].append(wall)
+                r["cpu"].append(cpu)
+                st = out["stats"]
+                r["rounds"].append(st.iterations if st is not None else steps)
+                r["nfe"].append(st.nfe if st is not None else steps)
+                if pair == ref_name:
+                    ref = out["action"]
+                r["err"].append(float((out["action"] - ref).abs().max()))
+    total = time.perf_counter() - t_start
+    base = statistics.median(rec[ref_name]["cpu"])
+    rows = []
+    for p, s in pairs:
+        r = rec[(p, s)]
+        row = {"path": p, "sampler": s, "wall_ms_p50": 1e3 * statistics.median(r["wall"]),
+               "cpu_ms_p50": 1e3 * statistics.median(r["cpu"]), "cpu_ms_p95": 1e3 * float(np.percentile(r["cpu"], 95)),
+               "rounds": statistics.fmean(r["rounds"]), "nfe": statistics.fmean(r["nfe"]),
+               "speedup": base / statistics.median(r["cpu"]), "max_action_diff_px": max(r["err"]),
+               "calls": len(r["cpu"])}
+        rows.append(row)
+    ref_label = f"{ref_name[0]} {ref_name[1]}"
+    print(f"\n| UNet path | sampler | CPU ms p50 | CPU ms p95 | wall ms p50 | rounds | NFE | speed-up vs {ref_label} "
+          f"| max action diff vs {ref_label} [px] |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['sampler']} | {r['cpu_ms_p50']:.1f} | {r['cpu_ms_p95']:.1f} | "
+              f"{r['wall_ms_p50']:.1f} | {r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | "
+              f"{r['max_action_diff_px']:.2f} |")
+    print(f"\n  {sum(len(r['cpu']) for r in rec.values())} timed calls in {total:.0f} s; load average at end "
+          f"{os.getloadavg()[0]:.2f}. Speed-ups are ratios of CPU-time medians from this one run.")
+    return {"policy": args.policy, "observations": source, "repeats": args.repeats, "windows": len(wins),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "fast_bf16": has_fast_bf16("cpu"),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", default="pusht_keypoints", help="built-in name or checkpoint path")
+    p.add_argument("--paths", default="eager,fp32,bf16", help="comma list of: " + ", ".join(PATHS))
+    p.add_argument("--samplers", default="ddpm,paraddpm",
+                   help="comma list of sampler names; the first, on the first path, is the reference")
+    p.add_argument("--obs", type=int, default=8, help="observation windows")
+    p.add_argument("--repeats", type=int, default=2, help="passes over the windows")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the table to this JSON file")
+    args = p.parse_args(argv)
+    args.paths = [x for x in args.paths.split(",") if x]
+    args.samplers = [x for x in args.samplers.split(",") if x]
+    bad = [x for x in args.paths if x not in PATHS]
+    if bad:
+        p.error(f"unknown UNet path(s) {bad}; choose from {list(PATHS)}")
+    from parapolicy.policy import SAMPLERS
+
+    bad = [x for x in args.samplers if x not in SAMPLERS]
+    if bad:
+        p.error(f"unknown sampler(s) {bad}; choose from {list(SAMPLERS)}")
+    if args.obs < 1 or args.repeats < 1:
+        p.error("--obs and --repeats must be >= 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    results = run(args)
+    if args.json:
+        from eval.outputs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=1))
+        print(f"  wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

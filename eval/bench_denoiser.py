@@ -8,8 +8,9 @@ Variants: eager; fast32 / fastbf16 (parapolicy.fast, conv_impl="auto"); fast32-i
 residual-block conv as an im2col matmul); compiled32 / compiledbf16 (torch.compile + freezing).
 
 Models (random weights; timing does not depend on the values):
-    shipped   down_dims (64,128,256), kernel 5, step embedding 256, global_cond 40, horizon 16, action 2
-    full      down_dims (256,512,1024), the full-size Diffusion Policy UNet, same other sizes
+    shipped   down_dims (64,128,256), kernel 5, step embedding 256, global_cond 40, FiLM scale+bias
+              (cond_predict_scale), horizon 16, action 2: the shipped policy's UNet, 5.4M parameters
+    full      down_dims (256,512,1024), the full-size Diffusion Policy UNet (65.8M), same other sizes
 
 How it measures: for each model and batch size, every variant gets `--warmup` untimed calls, then the
 variants are timed round-robin (one call each per round, `--repeats` rounds) with time.perf_counter, and
@@ -35,9 +36,9 @@ import torch
 
 MODELS = {
     "shipped": dict(input_dim=2, global_cond_dim=40, down_dims=(64, 128, 256), kernel_size=5,
-                    diffusion_step_embed_dim=256),
+                    diffusion_step_embed_dim=256, n_groups=8, cond_predict_scale=True),
     "full": dict(input_dim=2, global_cond_dim=40, down_dims=(256, 512, 1024), kernel_size=5,
-                 diffusion_step_embed_dim=256),
+                 diffusion_step_embed_dim=256, n_groups=8, cond_predict_scale=True),
 }
 HORIZON = 16
 VARIANTS = ("eager", "fast32", "fastbf16", "compiled32", "compiledbf16", "fast32-im2col", "fastbf16-im2col")

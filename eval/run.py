@@ -407,7 +407,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
     extra = {"command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
              "config": config_record, "versions": versions(), "interrupted": interrupted,
              "denoiser": policy.inference,
-             "run_seconds_this_process": run_s,
+             "run_seconds_this_process": run_s, "keys": keys,
              "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}
     results, latencies = aggregate(ec, samplers, keys, records, probe_out, extra)
     outputs.write_json(out / "results.json", results)

@@ -40,8 +40,9 @@ def _flat_summary(results: dict) -> dict:
 
 
 def log_results(results: dict, episodes: list[dict], latencies: dict, plots: list[str], wandb_cfg: dict,
-                out_dir: str) -> dict:
-    """Log an evaluation to wandb. wandb_cfg: {mode, project, entity, name, tags, group}.
+                out_dir: str, tables: dict | None = None) -> dict:
+    """Log an evaluation to wandb. wandb_cfg: {mode, project, entity, name, tags, group}; tables: more tables to
+    log, {name: (columns, rows)}.
     -> {"status": "ok", "mode", "run_id", "dir", "summary": {...}} or {"status": "failed" | "disabled", ...}."""
     mode = wandb_cfg.get("mode", "offline")
     if mode == "disabled":
@@ -65,7 +66,7 @@ def log_results(results: dict, episodes: list[dict], latencies: dict, plots: lis
             table.add_data(e["sampler"], e["seed"], e["status"], e["max_reward"], e["success"], e["steps"],
                            len(calls), sum(c["rounds"] for c in calls) / max(1, len(calls)),
                            sum(c["ms"] for c in calls) / max(1, len(calls)), e.get("wall_s"), e.get("error"))
-        log = {"episodes": table}
+        log = {"episodes": table} if episodes else {}
         for label, xs in latencies.items():
             if xs:
                 log[f"{label}/latency_ms_hist"] = wandb.Histogram(xs)
@@ -74,6 +75,8 @@ def log_results(results: dict, episodes: list[dict], latencies: dict, plots: lis
                 log[f"{label}/rounds_hist"] = wandb.Histogram(rounds)
         for p in plots:
             log[f"plots/{Path(p).stem}"] = wandb.Image(p)
+        for name, (columns, rows) in (tables or {}).items():
+            log[name] = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
         run.log(log)
         info = {"status": "ok", "mode": mode, "run_id": run.id, "dir": str(Path(run.dir).parent),
                 "summary": {k: run.summary[k] for k in summary}}

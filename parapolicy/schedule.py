@@ -186,8 +186,12 @@ def _common(s, cfg, family, ts, x0_a, x0_b, c_x0, c_x, std, tol_var, signal,
             order=None, dpm=None, dpm_r=None):
     S = len(ts)
     clip = None
-    if cfg.get("clip_sample", False) and family != "dpmsolver":      # DPM-Solver++ has no clip_sample
-        clip = float(cfg["clip_sample_range"])
+    # DDPM / DDIM: their clip_sample. DPM-Solver++ has no such option in diffusers (a config carrying it
+    # ignores it there); parapolicy honours it when present, because make_scheduler puts it there on
+    # purpose: at alpha_bar ~ 1e-7 (cosine schedule, t = 99) an unclipped x0 amplifies model error ~2000x
+    # and the solver's actions leave the action range by thousands of pixels.
+    if cfg.get("clip_sample", False):
+        clip = float(cfg.get("clip_sample_range", 1.0))
     return Schedule(
         family=family, prediction_type=cfg["prediction_type"], solver_type=cfg.get("solver_type", "midpoint"),
         timesteps=torch.tensor(ts, dtype=torch.long), clip=clip,

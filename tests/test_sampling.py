@@ -98,6 +98,30 @@ def test_dpmsolver_sequential_equals_diffusers(case):
     assert max_err(out, ref) <= 1e-5 * max(1.0, float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("order,n", [(1, 5), (2, 5), (2, 20), (3, 10)])
+def test_dpmsolver_with_clip_sample_equals_diffusers_thresholding_at_one(order, n):
+    """parapolicy's DPM-Solver++ honours a `clip_sample` entry (policy.make_scheduler sets it): x0 clipped to
+    [-1, 1]. diffusers' own dynamic thresholding with sample_max_value=1 clamps its scale s to exactly 1, i.e.
+    the same clipping, so its step loop is an independent reference. The eps-predicting toy is scaled up so
+    that x0 leaves [-1, 1] at the noisy end (the Push-T policy's case: alpha_bar(99) = 2e-7)."""
+    from parapolicy.policy import make_scheduler
+
+    ours = make_scheduler("dpmsolver", dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2",
+                                            clip_sample=True, prediction_type="epsilon"), n)
+    ours = DPMSolverMultistepScheduler.from_config(ours.config, solver_order=order)
+    ref_sched = DPMSolverMultistepScheduler.from_config(
+        {k: v for k, v in ours.config.items() if k not in ("clip_sample", "clip_sample_range")},
+        thresholding=True, sample_max_value=1.0)
+    den = tiny_unet(C, scale=3.0)
+    x_T, cond = inputs()
+    ref, _ = diffusers_loop(ref_sched, den, x_T, cond, n)
+    out = sample_sequential(den, ours, x_T, cond=cond, num_inference_steps=n)
+    assert max_err(out, ref) <= 1e-5
+    unclipped, _ = diffusers_loop(dpm(solver_order=order, timestep_spacing="trailing"), den, x_T, cond, n)
+    assert max_err(unclipped, ref) > 1.0     # the clipping matters here: without it the sample runs away
+    assert float(out.abs().max()) <= 1.0 + 1e-5
+
+
 @pytest.mark.parametrize("family", ["ddpm", "ddim", "dpm"])
 def test_unet_sequential_equals_diffusers(family):
     sched, n = {"ddpm": (ddpm(), None), "ddim": (ddim(), 10),

@@ -102,7 +102,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "by seed with the teacher's DDPM (same env seeds and x_T draw, a different network).\n\n"
         "d score / d success: mean over seeds of (entry - ref) in max reward / success, 95% t-interval (pairing "
         "removes the seed-to-seed variance). Latency: one `predict_action` call at batch 1, p50 / p95 over "
-        f"the latency source (`{sorted({r.get('latency_source') for r in rows if r.get('latency_source')})}`); "
+        f"the latency source ({'; '.join(sorted({r['latency_source'] for r in rows if r.get('latency_source')}))}); "
         "with n_envs > 1 it is eval.run's probe on recorded observations, which runs Picard cold, so warm-start "
         "entries show n/a (their cold-probe value is in frontier.json). Rounds: sequential denoiser calls per "
         "chunk in the rollouts (with n_envs > 1 the batched call's, i.e. its slowest sample's: an upper bound "
@@ -140,6 +140,7 @@ def plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> str | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import LogFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, key, xlabel in ((axes[0], "latency_p50_ms", "latency p50 per chunk, batch 1 [ms] (log)"),
@@ -155,12 +156,14 @@ def plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> str | No
                         mfc="none" if r["noise"] == "episode" else color)
             ax.annotate(r["label"], (x, r["mean_score"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(LogFormatter())
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # plain numbers, not 3x10^0
         ax.set_xlabel(xlabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("mean_score (mean max reward, 95% CI)")
     handles = [Line2D([], [], marker=m, color=c, linestyle="none", label=f) for f, (m, c) in FAMILY_STYLE.items()]
     handles.append(Line2D([], [], marker="o", color="k", mfc="none", linestyle="none", label="episode noise"))
-    axes[1].legend(handles=handles, fontsize=8, loc="lower right")
+    axes[1].legend(handles=handles, fontsize=8, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -173,7 +173,7 @@ def auto_section(den, base_sched, cfg, conds, args):
     S = base_sched.config.num_train_timesteps
     x = torch.zeros(1, H, Da)
     curve = cached_latency(den, x, conds[:1], S)
-    print("measured denoiser latency (median of 3 after 1 warm-up), batch: ms  "
+    print("measured denoiser latency (fastest of 5 interleaved calls, made non-decreasing; cost.measure_latency), batch: ms  "
           + "  ".join(f"{b}: {s * 1e3:.1f}" for b, s in curve.items()))
     # measured advance per window from the benchmark's own solves of the first condition
     adv = {}

@@ -129,6 +129,20 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return text
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (x = cost, y = score) that no other point beats: none has x <= and y >= with
+    one of them strict. Sorted by x."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        beaten = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not beaten:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+LABEL_ALL_BELOW = 12  # with more entries than this, label only the Pareto front and the references
+
+
 def plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> str | None:
     """frontier.png: mean_score (95% CI bars) against batch-1 latency p50 and against rounds per chunk, both on
     log x; marker and colour by family, hollow markers for episode noise. None when there is nothing to draw."""
@@ -145,16 +159,22 @@ def plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> str | No
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, key, xlabel in ((axes[0], "latency_p50_ms", "latency p50 per chunk, batch 1 [ms] (log)"),
                             (axes[1], "rounds_mean", "parallel rounds per chunk (sequential denoiser calls, log)")):
-        for r in pts:
-            x = r.get(key)
-            if x is None or x <= 0:
-                continue
+        drawn = [r for r in pts if r.get(key) is not None and r[key] > 0]
+        chunk = [r for r in drawn if r["noise"] != "episode"]  # episode noise is another experiment
+        front = [chunk[i] for i in pareto_front([(r[key], r["mean_score"]) for r in chunk])]
+        if len(front) > 1:
+            ax.step([r[key] for r in front], [r["mean_score"] for r in front], where="post", color="0.6",
+                    lw=0.8, zorder=0, label="_front")
+        label_all = len(drawn) <= LABEL_ALL_BELOW
+        for r in drawn:
+            x = r[key]
             marker, color = FAMILY_STYLE.get(r["family"], ("x", "k"))
             lo, hi = r.get("mean_score_ci95") or [None, None]
             yerr = None if lo is None else [[r["mean_score"] - lo], [hi - r["mean_score"]]]
             ax.errorbar([x], [r["mean_score"]], yerr=yerr, fmt=marker, color=color, ms=6, capsize=2, elinewidth=0.8,
                         mfc="none" if r["noise"] == "episode" else color)
-            ax.annotate(r["label"], (x, r["mean_score"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            if label_all or r in front or r.get("d_score") is None or r.get("sampler", "").startswith("paraddpm"):
+                ax.annotate(r["label"], (x, r["mean_score"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(LogFormatter())
         ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # plain numbers, not 3x10^0
@@ -163,6 +183,7 @@ def plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> str | No
     axes[0].set_ylabel("mean_score (mean max reward, 95% CI)")
     handles = [Line2D([], [], marker=m, color=c, linestyle="none", label=f) for f, (m, c) in FAMILY_STYLE.items()]
     handles.append(Line2D([], [], marker="o", color="k", mfc="none", linestyle="none", label="episode noise"))
+    handles.append(Line2D([], [], color="0.6", lw=0.8, label="Pareto front (fresh noise; labelled)"))
     axes[1].legend(handles=handles, fontsize=8, loc="best")
     if title:
         fig.suptitle(title, fontsize=9)

@@ -327,3 +327,12 @@ def test_cli_plan_lists_entries_and_runs_nothing(tiny, tmp_path):
         assert f"| {label} |" in p.stdout
     assert "14 entries x 50 episodes" in p.stdout and "students: 1 from" in p.stderr
     assert not list(out.rglob("episodes.jsonl")) and not (out / "frontier.json").exists()
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    from eval.frontier_report import pareto_front
+
+    pts = [(1.0, 0.5), (2.0, 0.9), (3.0, 0.8), (0.5, 0.4), (2.0, 0.9), (2.5, 0.95)]
+    # (3.0, 0.8) is beaten by (2.0, 0.9); ties are kept; sorted by cost
+    assert pareto_front(pts) == [3, 0, 1, 4, 5]
+    assert pareto_front([]) == [] and pareto_front([(1.0, 1.0)]) == [0]

@@ -508,7 +508,8 @@ def main() -> None:
     def _main(cfg) -> None:
         raw = OmegaConf.to_container(cfg, resolve=True)
         hc = HydraConfig.get()
-        command = " ".join(["python -m eval.frontier", *hc.overrides.task])
+        command = " ".join(["python -m eval.frontier", *hc.overrides.task,  # + where it wrote (resume needs it)
+                            *[o for o in hc.overrides.hydra if o.startswith("hydra.run.dir=")]])
         run_frontier(raw, hc.runtime.output_dir, command=command)
 
     _main()

@@ -445,7 +445,8 @@ def main() -> None:
     def _main(cfg) -> float | None:
         raw = OmegaConf.to_container(cfg, resolve=True)
         hc = HydraConfig.get()
-        command = " ".join(["python -m eval.run", *hc.overrides.task])
+        command = " ".join(["python -m eval.run", *hc.overrides.task,  # + where it wrote (resume needs it)
+                            *[o for o in hc.overrides.hydra if o.startswith("hydra.run.dir=")]])
         res = evaluate(raw, hc.runtime.output_dir, command=command)
         ref = res["samplers"][res["reference"]]
         return ref["mean_score"]

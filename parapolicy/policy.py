@@ -153,6 +153,7 @@ class DiffusionPolicy:
         self._schedulers: dict = {}
         self._denoise_fn = None
         self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
+        self._fast_mode, self._fast_stamp = None, None  # set_fast's path and the weights it was built from
         self._latency: dict = {}  # cost-model latency curves of the current denoiser, per (rows, cond shape)
         self.reset()
 
@@ -179,6 +180,7 @@ class DiffusionPolicy:
         self._denoise_fn = module
         self.inference = "eager" if module is None else name
         self._latency = {}
+        self._fast_mode = None
 
     def set_fast(self, fast="auto") -> str:
         """Choose the UNet path (see `resolve_fast`): eager, or `parapolicy.fast.optimize_denoiser` in
@@ -194,7 +196,17 @@ class DiffusionPolicy:
         got_dtype = getattr(fast_net, "dtype", None) or fast_net.denoiser.dtype  # CUDAGraphDenoiser wraps
         got = "bf16" if got_dtype == torch.bfloat16 else "fp32"
         self.use_denoiser(fast_net, name=f"fast-{got}")
+        self._fast_mode, self._fast_stamp = mode, self._weights_stamp()
         return self.inference
+
+    def _weights_stamp(self) -> tuple:
+        return tuple((t.data_ptr(), t._version) for t in self.model.state_dict().values())
+
+    def _refresh_fast(self) -> None:
+        """The fast path holds a copy of the weights: rebuild it when `self.model` changed since (fine-tuning,
+        load_state_dict), so a policy never samples with stale weights."""
+        if self._fast_mode is not None and self._weights_stamp() != self._fast_stamp:
+            self.set_fast(self._fast_mode)
 
     def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int):
         """The Picard cost model for window="auto": the current denoiser's own batch-latency curve
@@ -268,6 +280,7 @@ class DiffusionPolicy:
 
         cfg = as_sampler_config(sampler or self.default_sampler)
         cond = self.normalized_condition(obs)
+        self._refresh_fast()
         b = cond.shape[0]
         shape = (b, self.horizon, self.input_dim)
         if init_noise is None:

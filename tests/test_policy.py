@@ -165,3 +165,22 @@ def test_auto_window_uses_the_current_denoisers_curve(tiny_policy_dir, monkeypat
     p.set_fast("fp32")
     p.predict_action(obs_batch(p), sampler=sc, generator=torch.Generator().manual_seed(0))
     assert measured == [("eager", 20), ("fast-fp32", 20)]
+
+
+def test_fast_path_follows_changed_weights(tiny_policy_dir):
+    """The fast path copies the weights; after the module changes (fine-tuning, load_state_dict) the policy
+    rebuilds it instead of sampling with stale weights."""
+    p = load_policy(tiny_policy_dir, fast="fp32")
+    ref = load_policy(tiny_policy_dir, fast="eager")
+    x_T, z = noise(p, steps=10)
+    sc = SamplerConfig("ddpm", num_inference_steps=10)
+    before = p.predict_action(obs_batch(p), sampler=sc, init_noise=x_T, step_noise=z)["action_pred"]
+    with torch.no_grad():
+        for m in (p.model, ref.model):
+            for q in m.parameters():
+                q.mul_(1.1)
+    after = p.predict_action(obs_batch(p), sampler=sc, init_noise=x_T, step_noise=z)["action_pred"]
+    want = ref.predict_action(obs_batch(ref), sampler=sc, init_noise=x_T, step_noise=z)["action_pred"]
+    assert (after - before).abs().max() > 1e-2
+    torch.testing.assert_close(after, want, rtol=1e-4, atol=1e-3)
+    assert p.inference == "fast-fp32"

@@ -154,7 +154,6 @@ class DiffusionPolicy:
         self._denoise_fn = None
         self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
         self._fast_mode, self._fast_stamp = None, None  # set_fast's path and the weights it was built from
-        self._latency: dict = {}  # cost-model latency curves of the current denoiser, per (rows, cond shape)
         self.reset()
 
     # ----------------------------------------------------------------------------------------- building
@@ -179,7 +178,6 @@ class DiffusionPolicy:
         path; None restores the eager model. `name` is what `self.inference` reports."""
         self._denoise_fn = module
         self.inference = "eager" if module is None else name
-        self._latency = {}
         self._fast_mode = None
 
     def set_fast(self, fast="auto") -> str:
@@ -189,35 +187,34 @@ class DiffusionPolicy:
         if mode == "eager":
             self.use_denoiser(None)
             return self.inference
-        from parapolicy.fast import optimize_denoiser
+        from parapolicy.fast import optimize_denoiser, weights_stamp
 
         dtype = torch.bfloat16 if mode == "bf16" else torch.float32
         fast_net = optimize_denoiser(self.model, dtype=dtype)
         got_dtype = getattr(fast_net, "dtype", None) or fast_net.denoiser.dtype  # CUDAGraphDenoiser wraps
         got = "bf16" if got_dtype == torch.bfloat16 else "fp32"
         self.use_denoiser(fast_net, name=f"fast-{got}")
-        self._fast_mode, self._fast_stamp = mode, self._weights_stamp()
+        self._fast_mode, self._fast_stamp = mode, weights_stamp(self.model)
         return self.inference
-
-    def _weights_stamp(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in self.model.state_dict().values())
 
     def _refresh_fast(self) -> None:
         """The fast path holds a copy of the weights: rebuild it when `self.model` changed since (fine-tuning,
         load_state_dict), so a policy never samples with stale weights."""
-        if self._fast_mode is not None and self._weights_stamp() != self._fast_stamp:
+        if self._fast_mode is None:
+            return
+        from parapolicy.fast import weights_stamp
+
+        if weights_stamp(self.model) != self._fast_stamp:
             self.set_fast(self._fast_mode)
 
     def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int):
-        """The Picard cost model for window="auto": the current denoiser's own batch-latency curve
-        (fast path included), measured once per (rows, shapes) and kept until `use_denoiser` changes it."""
-        from parapolicy.sampling.cost import CostModel, latency_batches, measure_latency
+        """The Picard cost model for window="auto": the batch-latency curve of the UNet path called now (fast
+        path included), measured once per process by `sampling.cost.cached_latency`, keyed by that module
+        (`self.denoiser` is a new bound method on every access, the module is not)."""
+        from parapolicy.sampling.cost import CostModel, cached_latency
 
-        rows = x_T.shape[0] * num_steps
-        key = (rows, tuple(x_T.shape[1:]), None if cond is None else cond.shape[1])
-        if key not in self._latency:
-            self._latency[key] = measure_latency(self.denoiser, x_T, cond, latency_batches(rows))
-        return CostModel(self._latency[key])
+        net = self._denoise_fn or self.model
+        return CostModel(cached_latency(self.denoiser, x_T, cond, x_T.shape[0] * num_steps, key=net))
 
     def scheduler(self, family: str, num_inference_steps: int | None = None):
         steps = num_inference_steps or int(self.config["num_inference_steps"])

@@ -17,8 +17,6 @@ B, H, D, C = 3, 8, 2, 6
 PREDS = ("epsilon", "sample", "v_prediction")
 
 
-
-
 def inputs(seed=0, b=B):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, H, D, generator=g), torch.randn(b, C, generator=g)
@@ -219,13 +217,19 @@ def test_unet_window1_and_tol0(fam):
         assert max_err(out, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("fam", list(FAMILIES))
-def test_default_tol_is_close_and_cheaper(fam):
+def gaussian_case(fam):
+    """(scheduler, steps, Gaussian-data denoiser, x_T, cond, step noise, sequential reference sample)."""
     sched, n = FAMILIES[fam]("epsilon")
     den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
     x_T, cond = inputs()
     noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
     ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    return sched, n, den, x_T, cond, noise, ref
+
+
+@pytest.mark.parametrize("fam", list(FAMILIES))
+def test_default_tol_is_close_and_cheaper(fam):
+    sched, n, den, x_T, cond, noise, ref = gaussian_case(fam)
     out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=8)
     assert all(st.converged) and st.iterations < n
     assert max_err(out, ref) < 0.05
@@ -354,11 +358,7 @@ def test_bad_inputs_raise_value_errors():
 
 @pytest.mark.parametrize("fam", ["ddpm", "dpm3"])
 def test_rollout_start_and_plain_start_are_both_exact(fam):
-    sched, n = FAMILIES[fam]("epsilon")
-    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
-    x_T, cond = inputs()
-    noise = torch.randn(n, B, H, D, generator=torch.Generator().manual_seed(3))
-    ref = sample_sequential(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n)
+    sched, n, den, x_T, cond, noise, ref = gaussian_case(fam)
     for roll in (True, False):
         out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=8,
                                 tol=0, rollout=roll)

@@ -9,8 +9,14 @@ detection, compile, cache), `cuda_graphs` (CUDAGraphDenoiser), `latency` (batch-
 """
 
 from parapolicy.fast.latency import compare_latency, measure_latency_curve
-from parapolicy.fast.optimize import FastDenoiser, has_fast_bf16, normalize_timestep, optimize_denoiser
+from parapolicy.fast.optimize import (
+                                      FastDenoiser,
+                                      has_fast_bf16,
+                                      normalize_timestep,
+                                      optimize_denoiser,
+                                      weights_stamp,
+)
 from parapolicy.fast.unet import FastUnet1D
 
 __all__ = ["optimize_denoiser", "has_fast_bf16", "normalize_timestep", "FastDenoiser", "FastUnet1D",
-           "measure_latency_curve", "compare_latency"]
+           "measure_latency_curve", "compare_latency", "weights_stamp"]

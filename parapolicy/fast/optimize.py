@@ -35,6 +35,12 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+def weights_stamp(model: nn.Module) -> tuple:
+    """Identity and in-place version of every parameter and buffer: changes whenever the weights do
+    (optimizer steps, load_state_dict, .data edits), so a fast copy of them can tell it is stale."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
 def has_fast_bf16(device: str | torch.device = "cpu") -> bool:
     """Whether bfloat16 matrix products run on dedicated hardware on `device`.
 
@@ -151,7 +157,7 @@ def optimize_denoiser(model: nn.Module, dtype: torch.dtype | str = torch.float32
         prepack = False
 
     key = (dtype, bool(compile), dynamic, bool(prepack), bool(cuda_graphs), conv_impl, str(device))
-    stamp = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
+    stamp = weights_stamp(model)
     if cache:
         hit = _CACHE.get(model, {}).get(key)
         if hit is not None and hit[0] == stamp:

@@ -13,7 +13,7 @@ rollout start: measured a = 1.92, 3.45, 5.56, 6.25 for p = 2, 4, 8, 16; model 1.
 The round sequence is then simulated: window n_r = min(p, S - begin), begin += max(1, min(a(p), n_r)).
 
 The measured curve is cached per (denoiser, device, dtype, H, D, C), so it is measured once per process;
-`DiffusionPolicy` keeps its own curve per denoiser path (fast path included) and passes it as `cost_model`.
+`DiffusionPolicy` keys it by the UNet path it calls (fast path included) and passes it as `cost_model`.
 """
 
 from __future__ import annotations
@@ -130,13 +130,15 @@ def latency_batches(max_rows: int) -> list[int]:
     return batches + [max_rows]
 
 
-def cached_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, max_rows: int) -> dict[int, float]:
+def cached_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, max_rows: int,
+                   key=None) -> dict[int, float]:
     """`measure_latency` over `latency_batches(max_rows)`, measured once per process and key.
 
-    The key holds the denoiser object itself (not its id, which a garbage-collected bound method can hand
-    on to another denoiser). Callers that rebuild their denoiser per call (a bound method such as
-    `policy.denoiser`) should keep their own curve instead, as `DiffusionPolicy.cost_model` does."""
-    key = (denoiser, str(x.device), x.dtype, tuple(x.shape[1:]), None if cond is None else cond.shape[1])
+    key: what identifies the denoiser in the cache (default: the denoiser object itself, never its id, which a
+    garbage-collected callable can hand on to another). A caller whose denoiser is rebuilt per call (a bound
+    method such as `policy.denoiser`) passes the stable object behind it, as `DiffusionPolicy.cost_model`."""
+    key = (denoiser if key is None else key, str(x.device), x.dtype, tuple(x.shape[1:]),
+           None if cond is None else cond.shape[1])
     hit = _LATENCY_CACHE.get(key)
     if hit is not None and max(hit) >= max_rows:
         return hit

@@ -19,6 +19,8 @@ import io
 import os
 from pathlib import Path
 
+from eval.outputs import fmt_ci, fmt_value
+
 CSV_FIELDS = ("label", "family", "policy_name", "sampler", "steps", "noise", "warm_start", "status",
               "n_episodes", "n_errors", "mean_score", "mean_score_lo", "mean_score_hi", "pc_success",
               "pc_success_lo", "pc_success_hi", "latency_p50_ms", "latency_p95_ms", "latency_cold_probe_p50_ms",
@@ -26,16 +28,6 @@ CSV_FIELDS = ("label", "family", "policy_name", "sampler", "steps", "noise", "wa
               "d_score_lo", "d_score_hi", "d_success", "d_success_lo", "d_success_hi", "n_pairs", "window", "tol",
               "accel", "latency_source", "episodes_per_min", "group", "policy")
 FAMILY_STYLE = {"sequential": ("o", "C0"), "picard": ("s", "C1"), "student": ("^", "C2")}
-
-
-def _f(x, fmt: str = "{:.3f}") -> str:
-    return "-" if x is None else fmt.format(x)
-
-
-def _ci(ci, fmt: str) -> str:
-    if not ci or ci[0] is None:
-        return ""
-    return f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
 
 
 def flat_row(row: dict) -> dict:
@@ -71,14 +63,14 @@ def table(rows: list[dict]) -> str:
             continue
         err = r.get("n_errors") or 0
         eps = f"{r['n_episodes']}{f' (+{err} failed)' if err else ''}{' partial' if r['status'] != 'done' else ''}"
-        lat = (f"{_f(r['latency_p50_ms'], '{:.1f}')} / {_f(r['latency_p95_ms'], '{:.1f}')}"
+        lat = (f"{fmt_value(r['latency_p50_ms'], '{:.1f}')} / {fmt_value(r['latency_p95_ms'], '{:.1f}')}"
                if r.get("latency_cold_probe_p50_ms") is None else "n/a (probe is cold)")
-        d = (f"{_f(r.get('d_score'), '{:+.3f}')}{_ci(r.get('d_score_ci95'), '{:+.3f}')}"
+        d = (f"{fmt_value(r.get('d_score'), '{:+.3f}')}{fmt_ci(r.get('d_score_ci95'), '{:+.3f}')}"
              if r.get("d_score") is not None else "-")
-        ds = f"{_f(r.get('d_success'), '{:+.1f}')}" if r.get("d_success") is not None else "-"
-        lines.append(head + f"| {eps} | {_f(r['mean_score'])}{_ci(r['mean_score_ci95'], '{:.3f}')} "
-                            f"| {_f(r['pc_success'], '{:.1f}')} | {lat} | {_f(r['rounds_mean'], '{:.1f}')} "
-                            f"| {_f(r['nfe_mean'], '{:.1f}')} | {d} | {ds} | {r['reference'] or '(reference)'} |")
+        ds = f"{fmt_value(r.get('d_success'), '{:+.1f}')}" if r.get("d_success") is not None else "-"
+        lines.append(head + f"| {eps} | {fmt_value(r['mean_score'])}{fmt_ci(r['mean_score_ci95'], '{:.3f}')} "
+                            f"| {fmt_value(r['pc_success'], '{:.1f}')} | {lat} | {fmt_value(r['rounds_mean'], '{:.1f}')} "
+                            f"| {fmt_value(r['nfe_mean'], '{:.1f}')} | {d} | {ds} | {r['reference'] or '(reference)'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +106,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     text += "|---|---|---|---|---|---|---|\n"
     for g in meta.get("groups", []):
         text += (f"| {g['group']} | {g['policy']} | {g['noise']} | {len(g['entries'])} "
-                 f"| {_f(g.get('seconds'), '{:.0f}')} | {g.get('load_before')} -> {g.get('load_after')} "
+                 f"| {fmt_value(g.get('seconds'), '{:.0f}')} | {g.get('load_before')} -> {g.get('load_after')} "
                  f"| {g.get('finished_utc') or '-'} |\n")
     m = meta.get("machine_start", {})
     v = m.get("versions", {})

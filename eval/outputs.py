@@ -74,11 +74,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def _f(x, fmt: str = "{:.3f}") -> str:
+def fmt_value(x, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _ci(ci: list | None, fmt: str = "{:+.3f}") -> str:
+def fmt_ci(ci: list | None, fmt: str = "{:+.3f}") -> str:
     if not ci or ci[0] is None:
         return ""
     return f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
@@ -94,12 +94,12 @@ def results_markdown(results: dict) -> str:
         err = m["n_errors"]
         lines.append(
             f"| {label} | {m['n_episodes']}{f' (+{err} failed)' if err else ''} "
-            f"| {_f(m['mean_score'])}{_ci(m['mean_score_ci95'], '{:.3f}')} "
-            f"| {_f(m['pc_success'], '{:.1f}')} "
-            f"| {_f(lat['p50'], '{:.1f}')} / {_f(lat['p95'], '{:.1f}')} / {_f(lat['max'], '{:.1f}')} "
-            f"| {_f(rd['mean'], '{:.1f}')} / {_f(rd['p95'], '{:.1f}')} "
-            f"| {_f(nf['mean'], '{:.1f}')} / {_f(nf['p95'], '{:.1f}')} "
-            f"| {_f(m['max_action_error'], '{:.2g}')} | {_f(m['episodes_per_min'], '{:.2f}')} |")
+            f"| {fmt_value(m['mean_score'])}{fmt_ci(m['mean_score_ci95'], '{:.3f}')} "
+            f"| {fmt_value(m['pc_success'], '{:.1f}')} "
+            f"| {fmt_value(lat['p50'], '{:.1f}')} / {fmt_value(lat['p95'], '{:.1f}')} / {fmt_value(lat['max'], '{:.1f}')} "
+            f"| {fmt_value(rd['mean'], '{:.1f}')} / {fmt_value(rd['p95'], '{:.1f}')} "
+            f"| {fmt_value(nf['mean'], '{:.1f}')} / {fmt_value(nf['p95'], '{:.1f}')} "
+            f"| {fmt_value(m['max_action_error'], '{:.2g}')} | {fmt_value(m['episodes_per_min'], '{:.2f}')} |")
     text = "\n".join(lines) + "\n"
     paired = results.get("paired", {})
     if paired:
@@ -108,8 +108,8 @@ def results_markdown(results: dict) -> str:
                  "| sampler | pairs | d max_reward | d success (pct points) |\n|---|---|---|---|\n")
         for label, p in paired.items():
             s, c = p["max_reward"], p["success"]
-            text += (f"| {label} | {s['n']} | {_f(s['mean'], '{:+.3f}')}{_ci([s['lo'], s['hi']])} "
-                     f"| {_f(c['mean'], '{:+.1f}')}{_ci([c['lo'], c['hi']], '{:+.1f}')} |\n")
+            text += (f"| {label} | {s['n']} | {fmt_value(s['mean'], '{:+.3f}')}{fmt_ci([s['lo'], s['hi']])} "
+                     f"| {fmt_value(c['mean'], '{:+.1f}')}{fmt_ci([c['lo'], c['hi']], '{:+.1f}')} |\n")
     lat_src = {m["latency_source"] for m in results["samplers"].values()}
     text += (f"\nLatency source: {', '.join(sorted(lat_src))} (see docs/eval.md). "
              f"Mode: {'latency-aware (realtime)' if results['config'].get('realtime') else 'lock-step'}. "

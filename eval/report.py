@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from eval.outputs import fmt_value
+
 
 def _overrides(run_dir: Path, common: set) -> str:
     return " ".join(x for x in _override_items(run_dir) if x not in common)
@@ -68,23 +70,19 @@ def collect(root: str | Path) -> list[dict]:
     return rows
 
 
-def _f(x, fmt):
-    return "-" if x is None else fmt.format(x)
-
-
 def markdown(rows: list[dict]) -> str:
     lines = ["| run | overrides | sampler | episodes | mean_score | pc_success | latency p50 / p95 ms | rounds | NFE "
              "| max act err | d reward vs ref [95% CI] |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = r["d_max_reward_ci95"]
-        d = _f(r["d_max_reward_vs_ref"], "{:+.3f}")
+        d = fmt_value(r["d_max_reward_vs_ref"], "{:+.3f}")
         if ci and ci[0] is not None:
             d += f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"
         lines.append(f"| {r['run']} | {r['overrides'] or '-'} | {r['sampler']} | {r['n_episodes']} "
-                     f"| {_f(r['mean_score'], '{:.3f}')} | {_f(r['pc_success'], '{:.1f}')} "
-                     f"| {_f(r['latency_p50_ms'], '{:.1f}')} / {_f(r['latency_p95_ms'], '{:.1f}')} "
-                     f"| {_f(r['rounds_mean'], '{:.1f}')} | {_f(r['nfe_mean'], '{:.1f}')} "
-                     f"| {_f(r['max_action_error'], '{:.2g}')} | {d} |")
+                     f"| {fmt_value(r['mean_score'], '{:.3f}')} | {fmt_value(r['pc_success'], '{:.1f}')} "
+                     f"| {fmt_value(r['latency_p50_ms'], '{:.1f}')} / {fmt_value(r['latency_p95_ms'], '{:.1f}')} "
+                     f"| {fmt_value(r['rounds_mean'], '{:.1f}')} | {fmt_value(r['nfe_mean'], '{:.1f}')} "
+                     f"| {fmt_value(r['max_action_error'], '{:.2g}')} | {d} |")
     common = rows[0]["common_overrides"] if rows else ""
     return "\n".join(lines) + "\n" + (f"\nOverrides shared by every run: `{common}`\n" if common else "")
 

@@ -364,3 +364,22 @@ def test_rollout_start_and_plain_start_are_both_exact(fam):
                                 tol=0, rollout=roll)
         assert max_err(out, ref) <= 1e-5
         assert st.windows[0][0][2] - st.windows[0][0][1] == (1 if roll else 8)
+
+
+def test_rollout_tail_equals_the_step_by_step_recursion():
+    """`_roll_tail` unrolls x_{k+1} = a_k x_k + b_k x0 + std_k z_k for k >= end in one product per sample; the
+    same numbers as stepping it (points before each sample's end untouched)."""
+    from parapolicy.sampling.picard import _roll_tail, transfer_matrix
+
+    g = torch.Generator().manual_seed(0)
+    S, Bt = 12, 3
+    a, b, std = (torch.rand(S, generator=g) for _ in range(3))
+    traj, z = torch.randn(S + 1, Bt, H, D, generator=g), torch.randn(S, Bt, H, D, generator=g)
+    x0 = torch.randn(2, H, D, generator=g)
+    bs, end = torch.tensor([2, 0]), torch.tensor([5, S])   # sample 2 rolls from step 5, sample 0 is done
+    want = traj.clone()
+    for k in range(5, S):
+        want[k + 1, 2] = a[k] * want[k, 2] + b[k] * x0[0] + std[k] * z[k, 2]
+    got = traj.clone()
+    _roll_tail(got, bs, end, x0, transfer_matrix(a), b, std, z)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

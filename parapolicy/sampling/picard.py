@@ -111,6 +111,7 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     do_roll = bool(rollout) and init is None
     if do_roll:
         roll_a, roll_b = (v.to(device=dev, dtype=x_T.dtype) for v in frozen_x0_coeffs(sched))
+        roll_w = transfer_matrix(roll_a)
         roll_s = sched.std.to(device=dev, dtype=x_T.dtype)
     begin = [0] * B
     nfe = [0] * B
@@ -172,7 +173,7 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                 last = vi == (n_valid[vj] - 1)                           # each sample's last evaluated row
                 x0_hat = x_T.new_zeros((A, H, D))
                 x0_hat[vj[last]] = x0_rows[last]
-                _roll_tail(traj, bs, s + n_valid, x0_hat, roll_a, roll_b, roll_s, z)
+                _roll_tail(traj, bs, s + n_valid, x0_hat, roll_w, roll_b, roll_s, z)
             wl, rl = [], []
             for j, b in enumerate(active):
                 n_valid = int(valid[:, j].sum())
@@ -189,17 +190,30 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     return traj[S].clone(), stats
 
 
-def _roll_tail(traj, bs, end, x0_hat, a, b, std, z):
+def transfer_matrix(a: torch.Tensor) -> torch.Tensor:
+    """(S,) step gains -> (S+1, S+1) W with W[m, k] = a_k a_{k+1} .. a_{m-1} for m >= k (W[k, k] = 1), 0 above:
+    the affine recursion x_{k+1} = a_k x_k + c_k unrolls to x_m = W[m, e] x_e + sum_{e<=k<m} W[m, k+1] c_k."""
+    S = a.shape[0]
+    W = torch.zeros(S + 1, S + 1, dtype=torch.float64, device=a.device)
+    for k in range(S + 1):
+        W[k, k] = 1.0
+        if k < S:
+            W[k + 1:, k] = torch.cumprod(a[k:].double(), 0)
+    return W.to(a.dtype)
+
+
+def _roll_tail(traj, bs, end, x0_hat, W, b, std, z):
     """In place: for each sample j, x_{k+1} = a_k x_k + b_k x0_hat_j + std_k z_k for k >= end_j (the points
-    past its window, never evaluated). traj: (S+1, B, H, D); bs, end: (A,); x0_hat: (A, H, D)."""
-    S = traj.shape[0] - 1
-    k0 = int(end.min())
-    for k in range(k0, S):
-        m = end <= k
-        if not bool(m.any()):
+    past its window, never evaluated), all k at once through the transfer matrix W of a (`transfer_matrix`).
+    traj: (S+1, B, H, D); bs, end: (A,); x0_hat: (A, H, D)."""
+    S, _, H, D = traj.shape
+    S -= 1
+    for j, e in enumerate(end.tolist()):
+        if e >= S:
             continue
-        rows = bs[m]
-        x = a[k] * traj[k, rows] + b[k] * x0_hat[m]
+        bj = int(bs[j])
+        c = b[e:S, None] * x0_hat[j].reshape(1, -1)                      # (S-e, H*D) forcing c_k
         if z is not None:
-            x = x + std[k] * z[k, rows]
-        traj[k + 1, rows] = x
+            c = c + std[e:S, None] * z[e:S, bj].reshape(S - e, -1)
+        tail = W[e + 1:, e, None] * traj[e, bj].reshape(1, -1) + W[e + 1:, e + 1:] @ c
+        traj[e + 1:, bj] = tail.reshape(S - e, H, D)

@@ -141,7 +141,7 @@ def run_rows(den, base_sched, cfg, conds, args):
                 else:
                     x0, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=nis,
                                            window=window, tol=args.tol, accel=accel.split("/")[0],
-                                           rollout=not accel.endswith("noroll"))
+                                           guess="none" if accel.endswith("noroll") else "auto")
                     it, nfe = st.iterations, st.nfe
                 dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 if ci == 0 and r == 0:

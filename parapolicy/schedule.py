@@ -25,6 +25,7 @@ Families (`Schedule.family`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -72,14 +73,12 @@ class Schedule:
     std: torch.Tensor
     tol_var: torch.Tensor
     signal: torch.Tensor
+    max_order: int = 1
+    """the highest DPM-Solver++ order of any step (a plain int: reading it never syncs a device)"""
 
     @property
     def num_steps(self) -> int:
         return int(self.timesteps.shape[0])
-
-    @property
-    def max_order(self) -> int:
-        return int(self.order.max())
 
 
 def scheduler_family(scheduler) -> str:
@@ -192,12 +191,13 @@ def _common(s, cfg, family, ts, x0_a, x0_b, c_x0, c_x, std, tol_var, signal,
     # and the solver's actions leave the action range by thousands of pixels.
     if cfg.get("clip_sample", False):
         clip = float(cfg.get("clip_sample_range", 1.0))
+    order = torch.ones(S, dtype=torch.long) if order is None else order
     return Schedule(
         family=family, prediction_type=cfg["prediction_type"], solver_type=cfg.get("solver_type", "midpoint"),
         timesteps=torch.tensor(ts, dtype=torch.long), clip=clip,
         x0_a=torch.stack(x0_a).float(), x0_b=torch.stack(x0_b).float(),
         c_x0=torch.stack(c_x0).float(), c_x=torch.stack(c_x).float(),
-        order=torch.ones(S, dtype=torch.long) if order is None else order,
+        order=order, max_order=int(order.max()),
         dpm=torch.zeros(S, 5) if dpm is None else dpm, dpm_r=torch.zeros(S, 4) if dpm_r is None else dpm_r,
         std=torch.stack(std).float(), tol_var=tol_var, signal=signal)
 
@@ -317,9 +317,32 @@ def _dpm_table(s, cfg) -> Schedule:
                    order=torch.tensor(order, dtype=torch.long), dpm=dpm, dpm_r=dpm_r)
 
 
+_DEVICE_CACHE: dict = {}
+
+
+def on_device(sched: Schedule, device) -> Schedule:
+    """The same table with its tensors on `device` (cached), so that gathering coefficients by step index on
+    that device needs no host synchronisation. CPU returns `sched` itself."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return sched
+    key = (sched, str(device))
+    hit = _DEVICE_CACHE.get(key)
+    if hit is None:
+        moved = {f.name: getattr(sched, f.name).to(device) for f in dataclasses.fields(sched)
+                 if torch.is_tensor(getattr(sched, f.name))}
+        hit = dataclasses.replace(sched, **moved)
+        if len(_DEVICE_CACHE) > 16:
+            _DEVICE_CACHE.clear()
+        _DEVICE_CACHE[key] = hit
+    return hit
+
+
 def _col(v: torch.Tensor, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Gather per-row coefficients v[k] as (N, 1, ..., 1) on like's device/dtype."""
-    return v[k.cpu()].to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
+    """Gather per-row coefficients v[k] as (N, 1, ..., 1) on like's device/dtype (no host round trip when
+    the table is on k's device, see `on_device`)."""
+    idx = k if k.device == v.device else k.to(v.device)
+    return v[idx].to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
 def predict_x0(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -338,13 +361,16 @@ def predict_x0(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Ten
 
 
 def step_mean(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
-              m_prev: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)) -> torch.Tensor:
+              m_prev: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+              x0: torch.Tensor | None = None) -> torch.Tensor:
     """Noise-free part of step k: x_{k+1} - std_k z_k.
 
     k: (N,) long step indices (rows may be at different steps); x: (N, H, D) trajectory points x_k;
     out: (N, H, D) denoiser output at (x_k, t_k); m_prev: data predictions of steps k-1 and k-2 (N, H, D),
-    needed only for rows whose DPM-Solver++ order is 2 or 3. Returns (N, H, D)."""
-    x0 = predict_x0(sched, k, x, out)
+    needed only for rows whose DPM-Solver++ order is 2 or 3; x0: `predict_x0(sched, k, x, out)` when the
+    caller has it already (it is not computed twice). Returns (N, H, D)."""
+    if x0 is None:
+        x0 = predict_x0(sched, k, x, out)
     if sched.family == "ddpm":
         return _col(sched.c_x0, k, x) * x0 + _col(sched.c_x, k, x) * x       # Ho et al. eq. (7)
     if sched.family == "ddim":
@@ -360,29 +386,27 @@ def step_mean(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tens
 
 
 def _dpm_mean(sched, k, x, m0, m_prev):
-    """DPM-Solver++ multistep update (Lu et al. 2022, Alg. 2; diffusers' order-1/2/3 formulas)."""
+    """DPM-Solver++ multistep update (Lu et al. 2022, Alg. 2; diffusers' order-1/2/3 formulas). Every row's
+    candidate updates are computed and the row's order selects one (no data-dependent host branches)."""
     c = [_col(sched.dpm[:, i], k, x) for i in range(5)]
     r = [_col(sched.dpm_r[:, i], k, x) for i in range(4)]
-    order = sched.order[k.cpu()]
     res = c[0] * x - c[1] * m0                                            # first order
-    if int(order.max()) == 1:
+    if sched.max_order == 1:
         return res
-    out = res.clone()
-    o2 = (order == 2).to(x.device)
-    o3 = (order == 3).to(x.device)
-    if bool(o2.any()):
-        m1 = m_prev[0][o2]
-        d1 = r[0][o2] * (m0[o2] - m1)
-        if sched.solver_type == "midpoint":
-            out[o2] = c[0][o2] * x[o2] - c[1][o2] * m0[o2] - c[2][o2] * d1
-        else:
-            out[o2] = c[0][o2] * x[o2] - c[1][o2] * m0[o2] + c[2][o2] * d1
-    if bool(o3.any()):
-        a0, m1, m2 = m0[o3], m_prev[0][o3], m_prev[1][o3]
-        d1_0, d1_1 = r[0][o3] * (a0 - m1), r[1][o3] * (m1 - m2)
-        d1 = d1_0 + r[2][o3] * (d1_0 - d1_1)
-        d2 = r[3][o3] * (d1_0 - d1_1)
-        out[o3] = c[0][o3] * x[o3] - c[1][o3] * a0 + c[2][o3] * d1 - c[3][o3] * d2
+    order = _col(sched.order, k, x)
+    m1, m2 = m_prev
+    d1 = r[0] * (m0 - m1)
+    if sched.solver_type == "midpoint":
+        out2 = res - c[2] * d1
+    else:
+        out2 = res + c[2] * d1
+    out = torch.where(order == 2, out2, res)
+    if sched.max_order >= 3:
+        d1_0, d1_1 = d1, r[1] * (m1 - m2)
+        d1_3 = d1_0 + r[2] * (d1_0 - d1_1)
+        d2 = r[3] * (d1_0 - d1_1)
+        out3 = res + c[2] * d1_3 - c[3] * d2
+        out = torch.where(order == 3, out3, out)
     return out
 
 

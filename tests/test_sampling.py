@@ -256,13 +256,48 @@ def test_max_iters_cap_semantics():
     assert max_err(out2, ref) <= 1e-5 and not st2.capped
 
 
-def test_deadline_in_the_past_stops_before_any_round():
+@pytest.mark.parametrize("fam", ["ddpm", "ddim"])
+def test_spent_deadline_still_runs_one_round_and_returns_the_networks_prediction(fam):
+    """Anytime contract: a deadline already passed never returns x_T. The first round always runs, and the
+    capped result is the frozen-x0 rollout from the accepted frontier, whose end point is exactly the data
+    prediction the network made (DDPM / DDIM: the last rollout step has gain 0 on x and 1 on x0_hat)."""
+    from parapolicy.schedule import make_schedule, predict_x0
+
+    sched = ddpm() if fam == "ddpm" else ddim()
+    n = 100 if fam == "ddpm" else 20
+    den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
+    x_T, cond = inputs()
+    out, st = sample_picard(den, sched, x_T, cond=cond, num_inference_steps=n, deadline=time.monotonic() - 1.0,
+                            generator=torch.Generator().manual_seed(0))
+    assert st.capped and st.iterations == 1 and den.calls == 1 and st.converged_steps == [1] * B
+    assert not torch.allclose(out, x_T)
+    tab = make_schedule(sched, n)
+    k0 = torch.zeros(B, dtype=torch.long)
+    x0_hat = predict_x0(tab, k0, x_T, den(x_T, tab.timesteps[k0], cond).float())
+    torch.testing.assert_close(out, x0_hat, atol=1e-5, rtol=1e-5)
+    # a virtual clock that never moves never stops the solve; one that is always late stops after round 1
+    _, free = sample_picard(den, sched, x_T, cond=cond, num_inference_steps=n, deadline=5.0, clock=lambda: 0.0)
+    _, late = sample_picard(den, sched, x_T, cond=cond, num_inference_steps=n, deadline=5.0, clock=lambda: 9.0)
+    assert all(free.converged) and not free.capped and late.iterations == 1 and late.capped
+
+
+def test_capped_result_is_the_rollout_from_the_accepted_frontier():
+    """After max_iters rounds, every point past the accepted prefix is the frozen-x0 rollout from it (the
+    documented result), for every guess mode, and the accepted prefix is the sequential one at tol 0."""
     sched = ddpm()
     den = GaussianDenoiser(sched.alphas_cumprod, "epsilon", H, D)
     x_T, cond = inputs()
-    out, st = sample_picard(den, sched, x_T, cond=cond, deadline=time.monotonic() - 1.0)
-    assert st.capped and st.iterations == 0 and den.calls == 0
-    assert torch.equal(out, x_T)                      # the untouched initial iterate: x_T everywhere
+    noise = torch.randn(100, B, H, D, generator=torch.Generator().manual_seed(3))
+    _, ref_traj = sample_sequential(den, sched, x_T, noise=noise, cond=cond, return_trajectory=True)
+    for guess in ("frontier", "window", "none"):
+        out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, window=8, tol=0, max_iters=3,
+                                guess=guess)
+        assert st.capped and st.iterations == 3 and st.guess == guess
+        for b in range(B):
+            e = st.converged_steps[b]
+            assert max_err(st.trajectory[:e + 1, b], ref_traj[:e + 1, b]) <= 1e-5
+            # the rollout ends at a clipped data prediction: inside the clip range, not x_T-sized noise
+            assert out[b].abs().max() <= 1.0 + 1e-6
 
 
 def test_init_is_respected_and_not_overwritten():
@@ -357,29 +392,32 @@ def test_bad_inputs_raise_value_errors():
 
 
 @pytest.mark.parametrize("fam", ["ddpm", "dpm3"])
-def test_rollout_start_and_plain_start_are_both_exact(fam):
+def test_every_guess_mode_is_exact(fam):
     sched, n, den, x_T, cond, noise, ref = gaussian_case(fam)
-    for roll in (True, False):
+    for guess in ("frontier", "window", "none"):
         out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=8,
-                                tol=0, rollout=roll)
-        assert max_err(out, ref) <= 1e-5
-        assert st.windows[0][0][2] - st.windows[0][0][1] == (1 if roll else 8)
+                                tol=0, guess=guess)
+        assert max_err(out, ref) <= 1e-5 and all(st.converged)
+        assert st.windows[0][0][2] - st.windows[0][0][1] == (8 if guess == "none" else 1)
 
 
-def test_rollout_tail_equals_the_step_by_step_recursion():
-    """`_roll_tail` unrolls x_{k+1} = a_k x_k + b_k x0 + std_k z_k for k >= end in one product per sample; the
-    same numbers as stepping it (points before each sample's end untouched)."""
-    from parapolicy.sampling.picard import _roll_tail, transfer_matrix
+def test_rollout_equals_the_step_by_step_recursion():
+    """`Rollout` unrolls x_{k+1} = a_k x_k + b_k x0 + std_k z_k for k >= start, for all samples in one
+    product; the same numbers as stepping it (points up to each sample's start untouched)."""
+    from parapolicy.sampling.picard import Rollout
+    from parapolicy.schedule import frozen_x0_coeffs, make_schedule
 
-    g = torch.Generator().manual_seed(0)
+    tab = make_schedule(ddpm(), 12)
+    a, b = frozen_x0_coeffs(tab)
     S, Bt = 12, 3
-    a, b, std = (torch.rand(S, generator=g) for _ in range(3))
+    g = torch.Generator().manual_seed(0)
     traj, z = torch.randn(S + 1, Bt, H, D, generator=g), torch.randn(S, Bt, H, D, generator=g)
-    x0 = torch.randn(2, H, D, generator=g)
-    bs, end = torch.tensor([2, 0]), torch.tensor([5, S])   # sample 2 rolls from step 5, sample 0 is done
+    x0 = torch.randn(3, H, D, generator=g)
+    bs, start = torch.tensor([2, 0, 1]), torch.tensor([5, S, 0])  # sample 0 is done: nothing changes
     want = traj.clone()
-    for k in range(5, S):
-        want[k + 1, 2] = a[k] * want[k, 2] + b[k] * x0[0] + std[k] * z[k, 2]
+    for j, (bj, e) in enumerate(zip(bs.tolist(), start.tolist())):
+        for k in range(e, S):
+            want[k + 1, bj] = a[k] * want[k, bj] + b[k] * x0[j] + tab.std[k] * z[k, bj]
     got = traj.clone()
-    _roll_tail(got, bs, end, x0, transfer_matrix(a), b, std, z)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    Rollout(tab, "cpu", torch.float32)(got, bs, start, x0, z)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -82,9 +82,9 @@ def check_window(window, num_steps: int) -> int | str:
     return min(window, num_steps)
 
 
-def check_tol(tol, max_iters) -> None:
+def check_tol(tol, max_iters, name: str = "tol") -> None:
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {tol!r}")
     if max_iters is not None and (isinstance(max_iters, bool) or not isinstance(max_iters, int)
                                   or max_iters < 1):
         raise ValueError(f"max_iters must be None or an int >= 1, got {max_iters!r}")

@@ -1,39 +1,61 @@
 """Picard (ParaDiGMS) sliding-window sampling: ParaDDPM, ParaDDIM, ParaDPMSolver.
 
-Shih et al., "Parallel Sampling of Diffusion Models", NeurIPS 2023, Alg. 1, with per-sample windows.
+Shih et al., "Parallel Sampling of Diffusion Models", NeurIPS 2023, Alg. 1, with one window per sample.
 
-The noise z_k of every step is fixed in advance, so the reverse process is a deterministic recursion
+With the noise z_k of every step drawn in advance, the reverse process is a deterministic recursion
 
-    x_{k+1} = x_k + f_k(x_k),   f_k(x) = mean_k(x) + std_k z_k - x                          (drift, eq. 4)
+    x_{k+1} = G_k(x_k) = mean_k(x_k) + std_k z_k,      k = 0 .. S-1,  x_0 = x_T            (1)
 
-(f_k also reads m_{k-1}, m_{k-2} for multistep DPM-Solver++). Picard iteration over a window of p steps
-[s, s+p) evaluates the p drifts of the current iterate in ONE batched denoiser call and updates the window by
-a cumulative sum anchored at the accepted point x_s (eq. 5):
+(mean_k also reads the data predictions m_{k-1}, m_{k-2} for multistep DPM-Solver++). One Picard round over
+the window [s, s+n) evaluates G at the current iterate for all n steps in ONE batched denoiser call and
+updates the window by the cumulative drift anchored at the accepted point x_s (ParaDiGMS eq. 5):
 
-    x_{j+1}^new = x_s + sum_{i=s..j} f_i(x_i^old)
-                = G_j(x_j^old) + (x_j^new - x_j^old),    G_j(x) = x + f_j(x)  (the sequential step)
+    x_{j+1}^new = x_s + sum_{i=s..j} (G_i(x_i^old) - x_i^old)
+                = G_j(x_j^old) + sum_{i=s..j-1} (G_i(x_i^old) - x_{i+1}^old)                   (2)
 
-(the second form is what is computed; at j = s it is exactly the sequential step, which makes window=1 equal
-sequential sampling bit for bit).
+(the second form is computed: at j = s it is exactly the sequential step, so window=1 is sequential sampling
+bit for bit). A point is accepted while its change is within the tolerance (ParaDiGMS eq. 6, with a floor):
 
-Tolerance rule (ParaDiGMS eq. 6 / diffusers' StableDiffusionParadigmsPipeline): for each sample, the error of
-point x_j (s < j <= s+p) is
+    RMS(x_{j+1}^new - x_{j+1}^old) <= max(tol * sqrt(v_{j+1}), atol)                           (3)
 
-    e_j = ||x_j^new - x_j^old||^2 / (H * D * v_j),
+v_j = the DDPM posterior variance of step j (`Schedule.tol_var`; v_S = inf); RMS over the H*D entries. The
+window start moves past the accepted prefix: s += (first offset failing (3)) + 1, at most n.
 
-v_j = DDPM posterior variance of step j (`Schedule.tol_var`, clamped >= 1e-20, v_S = inf). With i the first
-window offset where e_{s+1+i} > tol^2 (i = p if none), the window start moves to s + min(i+1, n), n = the
-number of steps evaluated this round (p, or fewer at the end / in the 1-step first round of the rollout).
-Guarantee: every accepted x_{j+1} was computed with drifts evaluated at points x_i^old (s < i <= j) whose
-RMS distance to the accepted x_i^new is <= tol * sqrt(v_i), i.e. each step's input is perturbed by at most
-tol times the noise std that step injects (the sequential sampler's own noise scale); with tol = 0 only
-unchanged points are accepted and the result equals sequential sampling (up to float rounding of the
-cumulative sum). The window advances by >= 1 per round, so at most S rounds are ever needed.
+Guarantee: every accepted x_{j+1} was computed from drifts evaluated at points x_i^old (s < i <= j) whose
+RMS distance to the accepted x_i is <= max(tol sqrt(v_i), atol): each step's input is perturbed by at most
+tol times the noise std that step injects (the sequential sampler's own noise scale), or by atol where that
+std vanishes (the last steps). The bound is relative to the accepted trajectory, not to the sequential one;
+tol = atol = 0 accepts only unchanged points and gives the sequential result (up to float rounding of the
+batched denoiser).
+
+Initial guess of points not yet accepted (`guess`), free of denoiser calls: roll the steps out from a
+start e with the data prediction frozen at some x0_hat,
+
+    x_{k+1} = a_k x_k + b_k x0_hat + std_k z_k,        k >= e                                   (4)
+
+(`frozen_x0_coeffs`; all k and all samples at once through the transfer matrix of a). After each round:
+"window" re-guesses the points past the window's end from the prediction at the window's furthest point;
+"frontier" re-guesses every point past the accepted frontier from the prediction at the last accepted
+input (the window's own iterate past the frontier is discarded); "hybrid" (the default) uses the frontier
+rule while a sample's frontier is in the first half of the steps (where the frozen-x0 guess beats stale
+iterates) and the window rule in the low-noise half (where the Picard iterate is the better guess); "none"
+keeps the Picard iterate (plain ParaDiGMS; the default with `init`). Without `init` the first round
+evaluates x_T alone (a 1-step window) and the rollout from it is the first guess. Guesses change only where
+the iteration starts, never what it converges to or the guarantee. Measured on the shipped Push-T policy
+(`python -m eval.bench_rounds`, docs/samplers.md): window 16, tol 0.1: none 27.2 rounds, window 15.3,
+frontier 16.5, hybrid 14.0.
+
+Anytime result: the first round always runs, so the result has always seen the network. After a cap
+(`max_iters`, or `deadline` on `clock`, checked before every later round) the accepted prefix is kept and
+the rest of the trajectory is the rollout (4) from the accepted frontier; for DDPM and DDIM its end point
+x_S is exactly x0_hat (the last step of (4) has a = 0, b = 1), i.e. the network's newest clipped data
+prediction made at the furthest point evaluated; DPM-Solver++ ends within its last sigma of it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -47,9 +69,11 @@ from parapolicy.sampling.common import (
 )
 from parapolicy.sampling.sequential import step_rows
 from parapolicy.sampling.stats import PicardStats
-from parapolicy.schedule import frozen_x0_coeffs, make_schedule, predict_x0
+from parapolicy.schedule import Schedule, frozen_x0_coeffs, make_schedule, on_device, predict_x0
 
 ACCELS = ("none", "anderson", "taa")
+GUESSES = ("auto", "hybrid", "frontier", "window", "none")
+HYBRID_SWITCH = 0.5  # guess "hybrid": frontier rule while a sample's frontier is in the first half of the steps
 
 
 def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch.Tensor | None = None,
@@ -57,163 +81,235 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                   window: int | str = 16, tol: float = 0.1, max_iters: int | None = None,
                   init: torch.Tensor | None = None, generator: torch.Generator | None = None,
                   deadline: float | None = None, accel: str | None = None, cost_model=None,
-                  accel_memory: int = 3, rollout: bool = True) -> tuple[torch.Tensor, PicardStats]:
+                  accel_memory: int = 3, guess: str = "auto", atol: float = 0.0,
+                  clock: Callable[[], float] = time.monotonic) -> tuple[torch.Tensor, PicardStats]:
     """Parallel-in-time sampling by Picard iteration over a sliding window of `window` steps.
 
-    x_T: (B, H, D); noise: (S, B, H, D) or None (drawn from `generator`, same draw as `sample_sequential`);
-    cond: (B, C) or None; window: steps per sample per round (int >= 1) or "auto" (cost model, see
-    `parapolicy.sampling.cost`; `cost_model` may be a {batch: seconds} dict or a `CostModel`);
-    tol: ParaDiGMS tolerance (module docstring), 0 = exact; max_iters: cap on rounds;
-    init: (S+1, B, H, D) initial trajectory guess (warm start; init[0] is replaced by x_T; never modified);
-    deadline: a `time.monotonic()` value checked before each round (anytime stop, like max_iters);
-    accel: None/"none" plain Picard, "anderson" or "taa" (triangular Anderson, see `accel.py`).
-    rollout: (only without `init`) start with a 1-step round and, after every round, re-initialise the
-    points past each window's end by rolling the steps out with the data prediction frozen at the last
-    evaluated point (`frozen_x0_coeffs`; no denoiser calls). Only the starting guess of points that were
-    never evaluated changes, so exactness and the tolerance guarantee are untouched; it saves rounds.
+    x_T: (B, H, D); noise: (S, B, H, D) or None (drawn from `generator`, the same draw as
+    `sample_sequential`); cond: (B, C) or None; window: steps per sample per round (int >= 1) or "auto"
+    (cost model, `parapolicy.sampling.cost`; `cost_model` a {batch: seconds} dict or a `CostModel`);
+    tol, atol: the acceptance rule (3) of the module docstring (tol = atol = 0: exact);
+    max_iters: cap on rounds (>= 1); deadline: a time on `clock` (default `time.monotonic`) checked before
+    every round after the first; init: (S+1, B, H, D) initial trajectory (warm start; init[0] is replaced by
+    x_T; never modified); guess: "auto" ("hybrid"; "window" with `accel`; "none" with `init`), "hybrid",
+    "frontier", "window" or "none" (module docstring); accel: None/"none", "anderson" or "taa" (`accel.py`; changes only
+    the unaccepted iterate, so it needs guess "window" or "none").
 
-    Returns (x_0 (B, H, D), PicardStats). x_0 = trajectory[S]. After a cap (max_iters / deadline) the
-    result is still defined: points up to `stats.converged_steps[b]` are accepted (exact for tol = 0), the
-    rest -- including x_0 of an unconverged sample -- are the current Picard iterate (the last computed
-    cumulative-drift update, i.e. x_S = x_s + sum of drifts of the latest iterate over the last window).
-    Each sample has its own window: a converged sample stops costing evaluations."""
-    sched = make_schedule(scheduler, num_inference_steps)
+    Returns (x_0 (B, H, D), PicardStats); x_0 = stats.trajectory[S]. After a cap see "Anytime result" in the
+    module docstring: `stats.capped`, `stats.iterations` (rounds run, >= 1) and `stats.converged_steps`
+    (length of each sample's accepted prefix) say what was reached."""
+    sched = on_device(make_schedule(scheduler, num_inference_steps), x_T.device)
     S = sched.num_steps
     B, H, D = check_inputs(x_T, cond, noise, S, init)
     check_tol(tol, max_iters)
+    check_tol(atol, None, name="atol")
     p = check_window(window, S)
     acc_name = "none" if accel is None else accel
     if acc_name not in ACCELS:
         raise ValueError(f"accel must be one of {ACCELS} or None, got {accel!r}")
+    guess = _resolve_guess(guess, init is not None, acc_name)
     predicted = None
     if p == "auto":
         from parapolicy.sampling.cost import choose_window
 
         p, predicted = choose_window(denoiser, x_T, cond, S, cost_model=cost_model)
+    dev, dt = x_T.device, x_T.dtype
     z = resolve_noise(noise, sched.std, x_T, generator)
-    dev = x_T.device
-
-    traj = (init.to(device=dev, dtype=x_T.dtype).clone() if init is not None
-            else x_T.unsqueeze(0).repeat(S + 1, 1, 1, 1))
+    traj = init.to(device=dev, dtype=dt).clone() if init is not None else x_T.unsqueeze(0).repeat(S + 1, 1, 1, 1)
     traj[0] = x_T
-    hist = x_T.new_zeros((S, B, H, D)) if sched.max_order > 1 else None
-    # weight of each point's squared error: 1 / (H*D*v_j); v_S = inf -> 0 (x_S feeds no step)
-    inv_var = (1.0 / (sched.tol_var.double() * (H * D))).to(dev)
-    tol2 = float(tol) ** 2
-    ts = sched.timesteps.to(dev)
-    accelerator = None
+    roll = Rollout(sched, dev, dt)
+    solve = _Solve(sched, traj, z, cond, tol, atol, dev)
+    mixer = None
     if acc_name != "none":
         from parapolicy.sampling.accel import AndersonMixer
 
-        accelerator = AndersonMixer(S, B, (H, D), memory=accel_memory, triangular=acc_name == "taa",
-                                    device=dev, dtype=x_T.dtype)
-
-    do_roll = bool(rollout) and init is None
-    if do_roll:
-        roll_a, roll_b = (v.to(device=dev, dtype=x_T.dtype) for v in frozen_x0_coeffs(sched))
-        roll_w = transfer_matrix(roll_a)
-        roll_s = sched.std.to(device=dev, dtype=x_T.dtype)
-    begin = [0] * B
-    nfe = [0] * B
-    rounds, capped = 0, False
-    windows, residuals = [], []
-    ar = torch.arange(p, device=dev)
+        mixer = AndersonMixer(S, B, (H, D), memory=accel_memory, triangular=acc_name == "taa", device=dev,
+                              dtype=dt)
+    first_alone = init is None and guess != "none"
+    capped = False
     with torch.no_grad():
         while True:
+            begin = solve.begin.tolist()                          # the round's one host synchronisation
             active = [b for b in range(B) if begin[b] < S]
             if not active:
                 break
-            if (max_iters is not None and rounds >= max_iters) or (
-                    deadline is not None and time.monotonic() >= deadline):
+            if solve.rounds >= 1 and ((max_iters is not None and solve.rounds >= max_iters)
+                                      or (deadline is not None and clock() >= deadline)):
                 capped = True
                 break
-            bs = torch.tensor(active, device=dev)
-            s = torch.tensor([begin[b] for b in active], device=dev)
-            pos = s[None, :] + ar[:, None]                              # (p, A) step index of each slot
-            valid = pos < S
-            if do_roll and rounds == 0:
-                valid = valid & (ar[:, None] < 1)                       # first round: x_T alone
-            vi, vj = valid.nonzero(as_tuple=True)
-            k_rows, b_rows = pos[vi, vj], bs[vj]
-            x_rows = traj[k_rows, b_rows]                                # (N, H, D) current iterate x_k
-            out = call_denoiser(denoiser, x_rows, ts[k_rows], None if cond is None else cond[b_rows])
-            x0_rows = predict_x0(sched, k_rows, x_rows, out) if (hist is not None or do_roll) else None
-            if hist is not None:
-                hist[k_rows, b_rows] = x0_rows
-            g_rows = step_rows(sched, k_rows, x_rows, out, hist, b_rows, z)  # G_k(x_k^old)
-            rounds += 1
-            for j, b in enumerate(active):
-                nfe[b] += int(valid[:, j].sum())
-
-            A = len(active)
-            G = x_T.new_zeros((p, A, H, D))
-            G[vi, vj] = g_rows
-            nxt = (pos + 1).clamp(max=S)
-            old = traj[nxt, bs[None, :]]                                 # (p, A, H, D) x_{k+1}^old
-            new = torch.empty_like(G)
-            delta = torch.zeros_like(G[0])
-            for i in range(p):                                           # cumulative drift (eq. 5)
-                new[i] = G[i] + delta
-                delta = new[i] - old[i]
-            sq = (new - old).reshape(p, A, -1).double().pow(2).sum(-1)
-            err = sq * inv_var[nxt]                                      # (p, A) error ratios
-            bad = (err > tol2) | ~valid
-            first_bad = torch.where(bad.any(0), bad.int().argmax(0), torch.full_like(s, p))
-            adv = torch.minimum(first_bad + 1, valid.sum(0))             # (A,) accepted steps this round
-            # (ParaDiGMS: min(first bad + 1, p); never past the last point computed this round)
-            write = new
-            if accelerator is not None:
-                write = accelerator.mix(nxt, valid, bs, old, new, adv)
-            keep = valid & (ar[:, None] < adv[None, :])                  # accepted prefix gets plain Picard
-            write = torch.where(keep[..., None, None], new, write)
-            wi, wj = valid.nonzero(as_tuple=True)
-            traj[nxt[wi, wj], bs[wj]] = write[wi, wj]
-            if do_roll:
-                n_valid = valid.sum(0)                                   # (A,)
-                last = vi == (n_valid[vj] - 1)                           # each sample's last evaluated row
-                x0_hat = x_T.new_zeros((A, H, D))
-                x0_hat[vj[last]] = x0_rows[last]
-                _roll_tail(traj, bs, s + n_valid, x0_hat, roll_w, roll_b, roll_s, z)
-            wl, rl = [], []
-            for j, b in enumerate(active):
-                n_valid = int(valid[:, j].sum())
-                wl.append((b, begin[b], begin[b] + n_valid))
-                rl.append(err[:n_valid, j].sqrt().float().cpu())
-                begin[b] = min(S, begin[b] + int(adv[j]))
-            windows.append(wl)
-            residuals.append(rl)
-
-    stats = PicardStats(iterations=rounds, nfe=sum(nfe) / B, nfe_per_sample=nfe, capped=capped,
-                        converged_steps=list(begin), converged=[bg >= S for bg in begin], windows=windows,
-                        residuals=residuals, trajectory=traj, window=int(p), num_steps=S, accel=acc_name,
-                        predicted_latency_s=predicted)
+            n = [1 if (first_alone and solve.rounds == 0) else min(p, S - begin[b]) for b in active]
+            frontier = solve.round(denoiser, active, begin, n, mixer)
+            if guess == "none":
+                continue
+            ends = torch.tensor([begin[b] + m for b, m in zip(active, n)], device=dev)
+            x0_end = solve.x0_hat[solve.active_t]
+            if guess == "frontier":
+                roll(traj, solve.active_t, frontier, solve.x0_front, z)
+            elif guess == "window":
+                roll(traj, solve.active_t, ends, x0_end, z)
+            else:  # hybrid: the frontier rule in the noisy first half, the window rule in the low-noise rest
+                early = frontier < HYBRID_SWITCH * S
+                roll(traj, solve.active_t, torch.where(early, frontier, ends),
+                     torch.where(early[:, None, None], solve.x0_front, x0_end), z)
+        if capped:  # the anytime result: roll every unfinished sample out from its accepted frontier
+            left = torch.tensor([b for b in range(B) if begin[b] < S], device=dev)
+            roll(traj, left, solve.begin[left], solve.x0_hat[left], z)
+    stats = solve.stats(capped, int(p), acc_name, predicted, guess, atol)
     return traj[S].clone(), stats
+
+
+def _resolve_guess(guess: str, has_init: bool, accel: str) -> str:
+    if guess not in GUESSES:
+        raise ValueError(f"guess must be one of {GUESSES}, got {guess!r}")
+    if guess == "auto":
+        return "none" if has_init else ("window" if accel != "none" else "hybrid")
+    if guess in ("frontier", "hybrid") and accel != "none":
+        raise ValueError(f"accel={accel!r} changes only the unaccepted iterate, which guess={guess!r} "
+                         "overwrites: use guess='window' or 'none' with it")
+    return guess
+
+
+class _Solve:
+    """The iteration's state: trajectory, per-sample window starts (on the device), newest data
+    predictions, and the bookkeeping that becomes `PicardStats`. Internal to `sample_picard`."""
+
+    def __init__(self, sched: Schedule, traj: torch.Tensor, z, cond, tol: float, atol: float, dev):
+        S1, B, H, D = traj.shape
+        self.sched, self.traj, self.z, self.cond, self.dev = sched, traj, z, cond, dev
+        self.S, self.B, self.HD = S1 - 1, B, H * D
+        self.begin = torch.zeros(B, dtype=torch.long, device=dev)
+        self.x0_hat = torch.zeros_like(traj[0])
+        self.hist = traj.new_zeros(traj[1:].shape) if sched.max_order > 1 else None
+        var = sched.tol_var.double().to(dev)                     # (S+1,) v_j; v_S = inf
+        self.var = var
+        self.thr2 = torch.clamp(float(tol) ** 2 * var, min=float(atol) ** 2)  # squared bound of (3)
+        self.ts = sched.timesteps.to(dev)
+        self.rounds, self.nfe = 0, [0] * B
+        self.windows: list = []
+        self._resid: list = []
+        self.active_t = None
+
+    def round(self, denoiser, active: list[int], begin: list[int], n: list[int], mixer) -> torch.Tensor:
+        """One Picard round over the windows [begin_b, begin_b + n_b) of the active samples; advances
+        `self.begin` and returns each active sample's new accepted frontier (A,) (on the device)."""
+        traj, dev = self.traj, self.dev
+        A, pw = len(active), max(n)
+        slot_i = [i for m in n for i in range(m)]                # host-built indices: no device sync
+        slot_j = [j for j, m in enumerate(n) for _ in range(m)]
+        k_rows = torch.tensor([begin[active[j]] + i for i, j in zip(slot_i, slot_j)], device=dev)
+        b_rows = torch.tensor([active[j] for j in slot_j], device=dev)
+        si, sj = torch.tensor(slot_i, device=dev), torch.tensor(slot_j, device=dev)
+        bs = torch.tensor(active, device=dev)
+        s = torch.tensor([begin[b] for b in active], device=dev)
+        n_t = torch.tensor(n, device=dev)
+        self.active_t = bs
+
+        # 1. evaluate G_k at the current iterate, all window points of all samples in one call (eq. 1)
+        x_rows = traj[k_rows, b_rows]
+        out = call_denoiser(denoiser, x_rows, self.ts[k_rows], None if self.cond is None else self.cond[b_rows])
+        x0_rows = predict_x0(self.sched, k_rows, x_rows, out)
+        if self.hist is not None:
+            self.hist[k_rows, b_rows] = x0_rows
+        g_rows = step_rows(self.sched, k_rows, x_rows, out, self.hist, b_rows, self.z, x0=x0_rows)
+        last = torch.tensor([sum(n[:j + 1]) - 1 for j in range(A)], device=dev)
+        self.x0_hat[bs] = x0_rows[last]                          # newest prediction: furthest point
+
+        # 2. cumulative drift (eq. 2) in a (pw, A) window layout
+        ar = torch.arange(pw, device=dev)
+        valid = ar[:, None] < n_t[None, :]
+        nxt = (s[None, :] + ar[:, None] + 1).clamp(max=self.S)  # trajectory index each slot updates
+        old = traj[nxt, bs[None, :]]                             # (pw, A, H, D) x_{j+1}^old
+        G = torch.zeros_like(old)
+        G[si, sj] = g_rows
+        step = torch.where(valid[..., None, None], G - old, torch.zeros_like(G))
+        carry = torch.cumsum(step, 0)
+        new = G.clone()
+        new[1:] += carry[:-1]
+
+        # 3. errors and acceptance (eq. 3)
+        msq = (new - old).flatten(2).double().pow(2).sum(-1) / self.HD     # (pw, A) mean square change
+        bad = (msq > self.thr2[nxt]) | ~valid
+        first_bad = torch.where(bad.any(0), bad.int().argmax(0), torch.full_like(s, pw))
+        adv = torch.minimum(first_bad + 1, n_t)                  # accepted steps this round, >= 1
+
+        X0 = torch.zeros_like(old)
+        X0[si, sj] = x0_rows
+        self.x0_front = X0[adv - 1, torch.arange(A, device=dev)]   # prediction at the last accepted input
+        # 4. write the window (the accepted prefix with plain Picard), advance
+        write = new
+        if mixer is not None:
+            mixed = mixer.mix(nxt, valid, bs, old, new, adv)
+            write = torch.where((ar[:, None] < adv[None, :])[..., None, None], new, mixed)
+        traj[k_rows + 1, b_rows] = write[si, sj]
+        frontier = s + adv
+        self.begin[bs] = frontier
+        self.rounds += 1
+        for b, m in zip(active, n):
+            self.nfe[b] += m
+        self.windows.append([(b, begin[b], begin[b] + m) for b, m in zip(active, n)])
+        self._resid.append((n, (msq / self.var[nxt]).sqrt().float()))
+        return frontier
+
+    def stats(self, capped: bool, window: int, accel: str, predicted, guess: str, atol: float) -> PicardStats:
+        steps = self.begin.tolist()
+        residuals = [[r[:m, j].cpu() for j, m in enumerate(n)] for n, r in self._resid]
+        return PicardStats(iterations=self.rounds, nfe=sum(self.nfe) / self.B, nfe_per_sample=list(self.nfe),
+                           capped=capped, converged_steps=steps, converged=[k >= self.S for k in steps],
+                           windows=self.windows, residuals=residuals, trajectory=self.traj, window=window,
+                           num_steps=self.S, accel=accel, predicted_latency_s=predicted, guess=guess, atol=atol)
+
+
+_ROLL_CACHE: dict = {}
+
+
+
+class Rollout:
+    """The frozen-x0 rollout (4) of the module docstring for one schedule, on one device: its transfer
+    matrix is built once per (schedule, device, dtype) and cached."""
+
+    def __init__(self, sched: Schedule, device, dtype):
+        key = (sched, str(device), dtype)
+        hit = _ROLL_CACHE.get(key)
+        if hit is None:
+            a, b = frozen_x0_coeffs(sched)
+            hit = (transfer_matrix(a).to(device=device, dtype=dtype), b.to(device=device, dtype=dtype),
+                   sched.std.to(device=device, dtype=dtype))
+            if len(_ROLL_CACHE) > 16:
+                _ROLL_CACHE.clear()
+            _ROLL_CACHE[key] = hit
+        self.W, self.b, self.std = hit
+
+    def __call__(self, traj: torch.Tensor, bs: torch.Tensor, start: torch.Tensor, x0_hat: torch.Tensor,
+                 z: torch.Tensor | None) -> None:
+        """In place, for every listed sample j at once: x_{k+1} = a_k x_k + b_k x0_hat_j + std_k z_k for
+        k >= start_j; points up to start_j are kept. traj: (S+1, B, H, D); bs, start: (A,) long;
+        x0_hat: (A, H, D); z: (S, B, H, D) or None."""
+        if bs.numel() == 0:
+            return
+        S1, _, H, D = traj.shape
+        A, S = bs.shape[0], S1 - 1
+        X = traj[:, bs].reshape(S1, A, H * D)
+        c = self.b[:, None, None] * x0_hat.reshape(1, A, H * D)                # (S, A, HD) forcing c_k
+        if z is not None:
+            c = c + self.std[:, None, None] * z[:, bs].reshape(S, A, H * D)
+        k = torch.arange(S, device=traj.device)
+        c = c * (k[:, None] >= start[None, :])[..., None]
+        x_e = X[start, torch.arange(A, device=traj.device)]                    # (A, HD)
+        # x_m = W[m, e] x_e + sum_{e <= k < m} W[m, k+1] c_k  (W lower triangular, so m <= e keeps x_e / 0)
+        tail = self.W[:, start, None] * x_e[None] + (self.W[:, 1:] @ c.reshape(S, -1)).reshape(S1, A, H * D)
+        m = torch.arange(S1, device=traj.device)
+        X = torch.where((m[:, None] > start[None, :])[..., None], tail, X)
+        traj[:, bs] = X.reshape(S1, A, H, D)
 
 
 def transfer_matrix(a: torch.Tensor) -> torch.Tensor:
     """(S,) step gains -> (S+1, S+1) W with W[m, k] = a_k a_{k+1} .. a_{m-1} for m >= k (W[k, k] = 1), 0 above:
     the affine recursion x_{k+1} = a_k x_k + c_k unrolls to x_m = W[m, e] x_e + sum_{e<=k<m} W[m, k+1] c_k."""
     S = a.shape[0]
-    W = torch.zeros(S + 1, S + 1, dtype=torch.float64, device=a.device)
+    W = torch.zeros(S + 1, S + 1, dtype=torch.float64)
+    a64 = a.detach().double().cpu()
     for k in range(S + 1):
         W[k, k] = 1.0
         if k < S:
-            W[k + 1:, k] = torch.cumprod(a[k:].double(), 0)
-    return W.to(a.dtype)
-
-
-def _roll_tail(traj, bs, end, x0_hat, W, b, std, z):
-    """In place: for each sample j, x_{k+1} = a_k x_k + b_k x0_hat_j + std_k z_k for k >= end_j (the points
-    past its window, never evaluated), all k at once through the transfer matrix W of a (`transfer_matrix`).
-    traj: (S+1, B, H, D); bs, end: (A,); x0_hat: (A, H, D)."""
-    S, _, H, D = traj.shape
-    S -= 1
-    for j, e in enumerate(end.tolist()):
-        if e >= S:
-            continue
-        bj = int(bs[j])
-        c = b[e:S, None] * x0_hat[j].reshape(1, -1)                      # (S-e, H*D) forcing c_k
-        if z is not None:
-            c = c + std[e:S, None] * z[e:S, bj].reshape(S - e, -1)
-        tail = W[e + 1:, e, None] * traj[e, bj].reshape(1, -1) + W[e + 1:, e + 1:] @ c
-        traj[e + 1:, bj] = tail.reshape(S - e, H, D)
+            W[k + 1:, k] = torch.cumprod(a64[k:], 0)
+    return W.to(device=a.device, dtype=a.dtype)

@@ -5,24 +5,25 @@ from __future__ import annotations
 import torch
 
 from parapolicy.sampling.common import Denoiser, call_denoiser, check_inputs, resolve_noise
-from parapolicy.schedule import Schedule, make_schedule, predict_x0, step_mean
+from parapolicy.schedule import Schedule, _col, make_schedule, predict_x0, step_mean
 
 
 def step_rows(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
-              hist: torch.Tensor | None, b: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+              hist: torch.Tensor | None, b: torch.Tensor, noise: torch.Tensor | None,
+              x0: torch.Tensor | None = None) -> torch.Tensor:
     """One reverse step for N independent rows: x_{k+1} = mean_k(x_k, out_k, m_{k-1}, m_{k-2}) + std_k z_k.
 
     k: (N,) long step indices; x, out: (N, H, D); b: (N,) long sample index of each row; hist: (S, B, H, D)
     data predictions of earlier steps (DPM-Solver++ order >= 2 only; the rows' own m_k must already be
-    written into it), else None; noise: (S, B, H, D) or None. Returns (N, H, D)."""
+    written into it), else None; noise: (S, B, H, D) or None; x0: the rows' data prediction if already
+    computed. Returns (N, H, D)."""
     m_prev = (None, None)
     if hist is not None:
         m_prev = (hist[(k - 1).clamp(min=0), b], hist[(k - 2).clamp(min=0), b])
-    mean = step_mean(sched, k, x, out, m_prev)
+    mean = step_mean(sched, k, x, out, m_prev, x0=x0)
     if noise is None:
         return mean
-    std = sched.std[k.cpu()].to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
-    return mean + std * noise[k, b]                                  # noise folded in: fixed-noise SDE
+    return mean + _col(sched.std, k, x) * noise[k, b]                                  # noise folded in: fixed-noise SDE
 
 
 def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch.Tensor | None = None,

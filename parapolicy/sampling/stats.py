@@ -16,7 +16,8 @@ class PicardStats:
     nfe_per_sample: (B,) evaluations spent on each sample (a converged sample stops costing evaluations).
     capped: True when max_iters or the deadline stopped the solve before every sample converged.
     converged_steps: (B,) length of the accepted prefix: trajectory points x_0..x_{converged_steps} passed
-        the tolerance test (== S for a converged sample). Points past it are the current Picard iterate.
+        the tolerance test (== S for a converged sample). After a cap the points past it are the frozen-x0
+        rollout from there (see `sample_picard`), so x_S is the newest data prediction.
     converged: (B,) converged_steps == S.
     windows: per round, a list of (sample, begin, end) step windows [begin, end) evaluated that round.
     residuals: per round, a list (one per active sample) of (end - begin,) tensors with the per-step error
@@ -25,6 +26,8 @@ class PicardStats:
         `shift_trajectory`) as `init=` of the next control step.
     window: the window used (after "auto" resolution); num_steps: S; accel: acceleration used.
     predicted_latency_s: the cost model's prediction for this call when window="auto", else None.
+    guess: how unaccepted points were re-guessed ("frontier", "window", "none"; "sequential" for
+        `sample_sequential`); atol: the absolute floor of the tolerance rule.
     """
 
     iterations: int
@@ -40,3 +43,5 @@ class PicardStats:
     num_steps: int = 0
     accel: str = "none"
     predicted_latency_s: float | None = None
+    guess: str = "none"
+    atol: float = 0.0

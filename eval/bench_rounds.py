@@ -1,0 +1,111 @@
+"""Where Picard's rounds go (not a test): rounds, NFE, sampler CPU time and error against sequential DDPM for
+several Picard variants on one policy, batch 1, the same observation windows and noise for every variant.
+
+    python -m eval.bench_rounds                                  # shipped policy, eager UNet, 8 windows
+    python -m eval.bench_rounds --obs 16 --variants 'w16,w16/window,w16/none,w32,w16/atol=1e-3'
+    python -m eval.bench_rounds --policy PATH --fast fp32 --json runs/bench_rounds.json
+
+A variant is `w<window>` followed by optional `/`-separated options: a guess mode (frontier, window, none),
+`taa` (triangular Anderson; implies guess window), `tol=<x>`, `atol=<x>`. Rounds and NFE do not depend on the
+machine; the CPU time (process time, one torch thread) does, so compare it within one run only. The error
+column is the largest difference of the executed actions from sequential DDPM's on the same noise, in env
+units (pixels on Push-T).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+
+def parse_variant(text: str) -> dict:
+    parts = text.split("/")
+    if not parts[0].startswith("w"):
+        raise ValueError(f"variant {text!r} must start with w<window>, e.g. w16")
+    kw: dict = {"window": int(parts[0][1:])}
+    for p in parts[1:]:
+        if p in ("frontier", "window", "none", "hybrid"):
+            kw["guess"] = p
+        elif p == "taa":
+            kw["accel"] = "taa"
+        elif "=" in p and p.split("=")[0] in ("tol", "atol"):
+            k, v = p.split("=")
+            kw[k] = float(v)
+        else:
+            raise ValueError(f"unknown option {p!r} in variant {text!r}")
+    return kw
+
+
+def run(args) -> dict:
+    import parapolicy
+    from eval.bench_chunk import observation_windows
+    from parapolicy.sampling import sample_picard, sample_sequential
+
+    torch.set_num_threads(args.threads)
+    policy = parapolicy.load_policy(args.policy, fast=args.fast)
+    wins, where = observation_windows(policy, args.obs)
+    sch = policy.scheduler("ddpm")
+    S = len(sch.timesteps)
+    variants = [(v, parse_variant(v)) for v in args.variants.split(",")]
+    rows = {v: {"rounds": [], "nfe": [], "cpu_ms": [], "err": []} for v, _ in variants}
+    seq_ms = []
+    s, n = policy.action_start, policy.n_action_steps
+
+    def actions(x0):
+        a = policy.normalizer.unnormalize(x0[..., :policy.action_dim], policy._norm_key["action"])
+        return a[:, s:s + n]
+
+    for i, obs in enumerate(wins):
+        g = torch.Generator().manual_seed(1000 + i)
+        x_T = torch.randn(1, policy.horizon, policy.input_dim, generator=g)
+        z = torch.randn(S, 1, policy.horizon, policy.input_dim, generator=g)
+        cond = policy.normalized_condition(obs)
+        c0 = time.process_time()
+        ref = actions(sample_sequential(policy.denoiser, sch, x_T, noise=z, cond=cond))
+        seq_ms.append(1e3 * (time.process_time() - c0))
+        for v, kw in variants:
+            c0 = time.process_time()
+            x0, st = sample_picard(policy.denoiser, sch, x_T, noise=z, cond=cond, **kw)
+            rows[v]["cpu_ms"].append(1e3 * (time.process_time() - c0))
+            rows[v]["rounds"].append(st.iterations)
+            rows[v]["nfe"].append(st.nfe)
+            rows[v]["err"].append(float((actions(x0) - ref).abs().max()))
+    print(f"# eval.bench_rounds: {policy.path or args.policy} ({policy.inference} UNet), {len(wins)} windows "
+          f"from {where}; batch 1, {args.threads} torch thread(s), {platform.processor() or platform.machine()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"sequential DDPM: {S} rounds, CPU ms p50 {statistics.median(seq_ms):.1f}")
+    print("| variant | rounds mean / max | NFE mean | CPU ms p50 | speed-up vs DDPM (CPU) | max action err |")
+    print("|---|---|---|---|---|---|")
+    out = {"policy": str(args.policy), "inference": policy.inference, "windows": len(wins), "source": where,
+           "threads": args.threads, "sequential_cpu_ms_p50": statistics.median(seq_ms), "variants": {}}
+    for v, _ in variants:
+        r = rows[v]
+        med = statistics.median(r["cpu_ms"])
+        out["variants"][v] = {"rounds_mean": statistics.mean(r["rounds"]), "rounds_max": max(r["rounds"]),
+                              "nfe_mean": statistics.mean(r["nfe"]), "cpu_ms_p50": med, "max_err": max(r["err"])}
+        print(f"| {v} | {statistics.mean(r['rounds']):.1f} / {max(r['rounds'])} | {statistics.mean(r['nfe']):.1f} "
+              f"| {med:.1f} | {statistics.median(seq_ms) / med:.2f}x | {max(r['err']):.3f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", default="pusht_keypoints")
+    ap.add_argument("--fast", default="eager", help="UNet path: eager, fp32, bf16")
+    ap.add_argument("--obs", type=int, default=8, help="observation windows")
+    ap.add_argument("--variants", default="w16/none,w16/window,w16,w32,w16/atol=1e-3")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SAMPLER_KNOBS = ("num_inference_steps", "window", "tol", "max_iters", "accel", "warm_start")
+from parapolicy.sampler_config import SAMPLER_KNOBS
 
 
 @dataclass
@@ -185,7 +185,20 @@ def run_keys(ec: EvalConfig, samplers: dict, policy) -> dict:
     common = {"policy": ec.policy.get("path"), "policy_config": _hash(policy.config), "env": ec.env,
               "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise, "fast": policy.inference,
               "rt": [ec.latency_scale, ec.realtime_trigger] if ec.realtime else None}
-    return {label: _hash({**common, "sampler": dataclasses.asdict(sc)}) for label, sc in samplers.items()}
+    return {label: _hash({**common, "sampler": sampler_key(sc)}) for label, sc in samplers.items()}
+
+
+# The SamplerConfig fields of the first results format; a field added later enters an experiment's key only
+# when it differs from its default, so adding a knob never invalidates recorded episodes.
+_KEY_FIELDS = ("name", "num_inference_steps", "window", "tol", "max_iters", "accel", "warm_start")
+
+
+def sampler_key(sc) -> dict:
+    """The part of a SamplerConfig that identifies an experiment (see _KEY_FIELDS)."""
+    from parapolicy.sampler_config import SamplerConfig
+
+    full, default = dataclasses.asdict(sc), dataclasses.asdict(SamplerConfig(name=sc.name))
+    return {k: v for k, v in full.items() if k in _KEY_FIELDS or v != default[k]}
 
 
 def versions() -> dict:

@@ -14,26 +14,37 @@ control loop (one robot, batch 1).
 from __future__ import annotations
 
 import collections
-import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 
 import torch
 
 from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
+from parapolicy.sampler_config import SAMPLERS, SamplerConfig, as_sampler_config
 
-SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver")
 FAST_MODES = ("auto", "bf16", "fp32", "eager")
 
 
-def resolve_fast(fast, device="cpu") -> str:
-    """The denoiser path a `fast` setting means on `device`: "eager", "fp32" or "bf16".
+def measured_bf16_parity(config: dict | None) -> bool:
+    """Whether a checkpoint's config records a measured closed-loop parity of the bf16 fast path on that very
+    model: {"inference_parity": {"path": "bf16", "command": "...", "result": "..."}} (the command that
+    measured it and what it gave). Only such a record lets fast="auto" choose bf16."""
+    rec = (config or {}).get("inference_parity")
+    return isinstance(rec, dict) and rec.get("path") == "bf16" and bool(rec.get("command")) \
+        and bool(rec.get("result"))
 
-    fast: "auto" (bf16 fast path on a CPU with fast bf16 matrix units, where its closed-loop reward was
-    measured equal to eager (README); eager elsewhere, CUDA included until it is measured there),
-    "bf16" (falls back to fp32 with a warning without fast bf16), "fp32", "eager"; True = "fp32", False or
-    None = "eager"."""
+
+def resolve_fast(fast, device="cpu", config: dict | None = None) -> str:
+    """The denoiser path a `fast` setting means on `device` for a checkpoint with `config`: "eager", "fp32"
+    or "bf16".
+
+    fast: "auto" (default) = the fastest *exact* path: the float32 fast path on a CPU (the same actions as the
+    training-time module to float32 rounding, <= 1e-3 px, tested per loader), eager on other devices; bf16
+    only for a checkpoint whose config records a measured closed-loop parity (`measured_bf16_parity`) on a
+    CPU with fast bf16 matrix units. "bf16" (opt-in; ~2-6 px different actions on Push-T checkpoints, falls
+    back to fp32 with a warning without fast bf16), "fp32", "eager"; True = "fp32", False or None = "eager"."""
     if fast is None or fast is False:
         return "eager"
     if fast is True:
@@ -42,60 +53,22 @@ def resolve_fast(fast, device="cpu") -> str:
         raise ValueError(f"unknown fast denoiser mode {fast!r}; choose one of {', '.join(FAST_MODES)}")
     if fast != "auto":
         return fast
-    from parapolicy.fast import has_fast_bf16
-
     device = torch.device(device)
-    return "bf16" if device.type == "cpu" and has_fast_bf16(device) else "eager"
+    if device.type != "cpu":
+        return "eager"
+    if measured_bf16_parity(config):
+        from parapolicy.fast import has_fast_bf16
+
+        if has_fast_bf16(device):
+            return "bf16"
+    return "fp32"
 
 
-@dataclass
-class SamplerConfig:
-    """How to sample an action chunk."""
-
-    name: str = "paraddpm"
-    """one of ddpm, paraddpm, ddim, paraddim, dpmsolver, paradpmsolver"""
-    num_inference_steps: int | None = None
-    """reverse steps; None = the checkpoint's (100 for Diffusion Policy's DDPM)"""
-    window: int | str = 16
-    """Picard window (steps solved per parallel round), or "auto" (cost model); parallel samplers only"""
-    tol: float = 0.1
-    """Picard tolerance (ParaDiGMS rule, see docs/samplers.md); 0 iterates until exact"""
-    max_iters: int | None = None
-    """cap on parallel rounds (anytime result); None = no cap"""
-    accel: str | None = None
-    """fixed-point acceleration for Picard (None = plain Picard)"""
-    warm_start: bool = False
-    """start each chunk's Picard iteration from the previous chunk's trajectory shifted in time (act())"""
-
-    def __post_init__(self):
-        if self.name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.window != "auto" and (not isinstance(self.window, int) or self.window < 1):
-            raise ValueError(f"window must be an int >= 1 or 'auto', got {self.window!r}")
-        if not (self.tol >= 0 and math.isfinite(self.tol)):
-            raise ValueError(f"tol must be finite and >= 0, got {self.tol}")
-        if self.max_iters is not None and self.max_iters < 1:
-            raise ValueError(f"max_iters must be >= 1 or None, got {self.max_iters}")
-
-    @property
-    def parallel(self) -> bool:
-        return self.name.startswith("para")
-
-    @property
-    def family(self) -> str:
-        return self.name.removeprefix("para")
-
-
-def as_sampler_config(sampler) -> SamplerConfig:
-    if isinstance(sampler, SamplerConfig):
-        return sampler
-    if isinstance(sampler, str):
-        return SamplerConfig(name=sampler)
-    if isinstance(sampler, dict):
-        return SamplerConfig(**sampler)
-    raise ValueError(f"sampler must be a name, a dict or a SamplerConfig, got {type(sampler).__name__}")
+def draw_normal(shape: tuple, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (CPU generators work with a CUDA policy), then
+    moved to `device`."""
+    gdev = generator.device if generator is not None else torch.device(device)
+    return torch.randn(shape, generator=generator, device=gdev).to(device)
 
 
 def make_scheduler(family: str, ddpm_kwargs: dict, num_inference_steps: int):
@@ -183,7 +156,7 @@ class DiffusionPolicy:
     def set_fast(self, fast="auto") -> str:
         """Choose the UNet path (see `resolve_fast`): eager, or `parapolicy.fast.optimize_denoiser` in
         float32 or bf16. Returns and records in `self.inference` the path now used."""
-        mode = resolve_fast(fast, self.device)
+        mode = resolve_fast(fast, self.device, self.config)
         if mode == "eager":
             self.use_denoiser(None)
             return self.inference
@@ -207,14 +180,19 @@ class DiffusionPolicy:
         if weights_stamp(self.model) != self._fast_stamp:
             self.set_fast(self._fast_mode)
 
-    def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int):
+    def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int, measure: bool = True):
         """The Picard cost model for window="auto": the batch-latency curve of the UNet path called now (fast
         path included), measured once per process by `sampling.cost.cached_latency`, keyed by that module
-        (`self.denoiser` is a new bound method on every access, the module is not)."""
+        (`self.denoiser` is a new bound method on every access, the module is not). measure=False (a call
+        under a time budget): never measure; ValueError if `prepare` has not measured it."""
         from parapolicy.sampling.cost import CostModel, cached_latency
 
         net = self._denoise_fn or self.model
-        return CostModel(cached_latency(self.denoiser, x_T, cond, x_T.shape[0] * num_steps, key=net))
+        curve = cached_latency(self.denoiser, x_T, cond, x_T.shape[0] * num_steps, key=net, measure=measure)
+        if curve is None:
+            raise ValueError("window='auto' under a time budget needs the cost model measured beforehand: call "
+                             "policy.prepare(sampler, batch) (Runner.warmup does) before the control loop")
+        return CostModel(curve)
 
     def scheduler(self, family: str, num_inference_steps: int | None = None):
         steps = num_inference_steps or int(self.config["num_inference_steps"])
@@ -260,47 +238,68 @@ class DiffusionPolicy:
         x[:, :self.n_obs_steps, self.action_dim:] = cond.reshape(x.shape[0], self.n_obs_steps, self.obs_dim)
         return net(x, t)
 
+    def prepare(self, sampler=None, batch: int = 1) -> None:
+        """Do the one-off work of a sampler before a control loop starts (`Runner.warmup` calls it): measure
+        the cost model of window="auto" for this batch size, so that no deadline-bound call measures it."""
+        cfg = as_sampler_config(sampler or self.default_sampler)
+        if cfg.parallel and cfg.window == "auto":
+            steps = len(self.scheduler(cfg.family, cfg.num_inference_steps).timesteps)
+            x = torch.zeros(batch, self.horizon, self.input_dim, device=self.device)
+            c = torch.zeros(batch, self.n_obs_steps * self.obs_dim, device=self.device) if self.global_cond \
+                else None
+            self._refresh_fast()
+            self.cost_model(x, c, steps)
+
     @torch.no_grad()
     def predict_action(self, obs: dict, sampler=None, generator: torch.Generator | None = None,
                        init_noise: torch.Tensor | None = None, step_noise: torch.Tensor | None = None,
-                       init: torch.Tensor | None = None, max_iters: int | None = None,
-                       deadline: float | None = None) -> dict:
+                       init: torch.Tensor | None = None, clock: Callable[[], float] | None = None) -> dict:
         """obs {key: (B, n_obs_steps, dim)} env units -> {"action": (B, n_action_steps, Da),
-        "action_pred": (B, horizon, Da), "stats": sampler stats or None, "trajectory": (S+1, B, H, D) or None}.
+        "action_pred": (B, horizon, Da), "stats": PicardStats (every sampler; iterations = rounds or steps),
+        "trajectory": (S+1, B, H, D) or None}.
 
-        init_noise (B, horizon, input_dim) is x_T; step_noise (S, B, horizon, input_dim) is added at the
-        k-th reverse step; both drawn from `generator` when None. Same noise -> same actions across samplers
-        (to the Picard tolerance). `init`, `max_iters`, `deadline` go to the Picard sampler. `sampler` None is
-        the parallel version of the checkpoint's own sampler (paraddpm; paraddim for LeRobot DDIM policies).
+        sampler: a name, a dict of SamplerConfig fields or a SamplerConfig (None: the parallel version of the
+        checkpoint's own sampler: paraddpm; paraddim for LeRobot DDIM policies). Its `max_iters` and
+        `time_budget` cap every sampler; the budget is measured on `clock` (default `time.monotonic`) from the
+        start of this call, and the first round (or step) always runs, so the actions have always seen the
+        network. init_noise (B, horizon, input_dim) is x_T; step_noise (S, B, horizon, input_dim) is added at
+        the k-th reverse step; both drawn from `generator` (on its device) when None. Same noise -> same
+        actions across samplers (to the Picard tolerance). `init` is a Picard warm-start trajectory.
         """
         from parapolicy.sampling import sample_picard, sample_sequential
 
+        clock = clock or time.monotonic
+        start = clock()
         cfg = as_sampler_config(sampler or self.default_sampler)
         cond = self.normalized_condition(obs)
         self._refresh_fast()
         b = cond.shape[0]
         shape = (b, self.horizon, self.input_dim)
         if init_noise is None:
-            init_noise = torch.randn(shape, generator=generator, device=self.device)
+            init_noise = draw_normal(shape, generator, self.device)
         elif tuple(init_noise.shape) != shape:
             raise ValueError(f"init_noise must have shape {shape}, got {tuple(init_noise.shape)}")
         init_noise = init_noise.to(self.device, torch.float32)
         sch = self.scheduler(cfg.family, cfg.num_inference_steps)
-        common = dict(noise=step_noise, cond=cond, num_inference_steps=len(sch.timesteps), generator=generator)
-        stats, traj = None, None
+        S = len(sch.timesteps)
+        deadline = None if cfg.time_budget is None else start + cfg.time_budget
+        common = dict(noise=step_noise, cond=cond, num_inference_steps=S, generator=generator,
+                      max_iters=cfg.max_iters, deadline=deadline, clock=clock)
         if cfg.parallel:
-            cost = (self.cost_model(init_noise, cond, len(sch.timesteps)) if cfg.window == "auto" else None)
+            cost = None
+            if cfg.window == "auto":
+                cost = self.cost_model(init_noise, cond, S, measure=deadline is None)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
-                                      max_iters=max_iters if max_iters is not None else cfg.max_iters,
-                                      init=init, deadline=deadline, accel=cfg.accel, cost_model=cost,
-                                      **common)
-            traj = getattr(stats, "trajectory", None)
+                                      atol=cfg.atol, guess=cfg.guess, init=init, accel=cfg.accel,
+                                      cost_model=cost, **common)
         else:
-            x0 = sample_sequential(self.denoiser, sch, init_noise, **common)
+            if init is not None:
+                raise ValueError(f"init (a warm-start trajectory) is for Picard samplers, not {cfg.name!r}")
+            x0, stats = sample_sequential(self.denoiser, sch, init_noise, return_stats=True, **common)
         action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], self._norm_key["action"])
         s = self.action_start
         return {"action": action_pred[:, s:s + self.n_action_steps], "action_pred": action_pred,
-                "stats": stats, "trajectory": traj}
+                "stats": stats, "trajectory": stats.trajectory}
 
     def shift_trajectory(self, trajectory: torch.Tensor, n_executed: int, sampler=None) -> torch.Tensor:
         """Warm-start guess (S+1, B, H, D) for the next chunk: `trajectory` (a previous `out["trajectory"]`)
@@ -359,14 +358,15 @@ def load_policy(path, device="cpu", fast="auto") -> DiffusionPolicy:
     """Load a policy from a built-in name ("pusht_keypoints"), our checkpoint directory, a LeRobot pretrained
     directory or a real-stanford diffusion_policy `.ckpt`.
 
-    fast: the UNet inference path (`resolve_fast`): "auto" (default) = the bf16 fast path on CPUs with fast
-    bf16 matrix units, eager elsewhere; "bf16", "fp32", or "eager" / False for the training-time module
+    fast: the UNet inference path (`resolve_fast`): "auto" (default) = the fastest exact path (float32 fast
+    path on a CPU, eager elsewhere; bf16 only where the checkpoint records a measured parity); "bf16"
+    (opt-in, changes actions by a few px), "fp32", or "eager" / False for the training-time module
     (bit-exact reference). `policy.inference` says which path was taken."""
-    mode = resolve_fast(fast, device)  # bad values fail before the checkpoint is read
+    resolve_fast(fast, device)  # bad values fail before the checkpoint is read
     policy = DiffusionPolicy.from_checkpoint(load_checkpoint(path), device=device)
-    policy.set_fast(mode)
+    policy.set_fast(resolve_fast(fast, device, policy.config))
     return policy
 
 
 __all__ = ["DiffusionPolicy", "SamplerConfig", "SAMPLERS", "FAST_MODES", "load_policy", "make_scheduler",
-           "as_sampler_config", "resolve_fast"]
+           "as_sampler_config", "resolve_fast", "measured_bf16_parity", "draw_normal"]

@@ -404,7 +404,7 @@ def test_every_guess_mode_is_exact(fam):
 def test_rollout_equals_the_step_by_step_recursion():
     """`Rollout` unrolls x_{k+1} = a_k x_k + b_k x0 + std_k z_k for k >= start, for all samples in one
     product; the same numbers as stepping it (points up to each sample's start untouched)."""
-    from parapolicy.sampling.picard import Rollout
+    from parapolicy.sampling.rollout import Rollout
     from parapolicy.schedule import frozen_x0_coeffs, make_schedule
 
     tab = make_schedule(ddpm(), 12)

@@ -131,17 +131,20 @@ def latency_batches(max_rows: int) -> list[int]:
 
 
 def cached_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, max_rows: int,
-                   key=None) -> dict[int, float]:
+                   key=None, measure: bool = True) -> dict[int, float] | None:
     """`measure_latency` over `latency_batches(max_rows)`, measured once per process and key.
 
     key: what identifies the denoiser in the cache (default: the denoiser object itself, never its id, which a
     garbage-collected callable can hand on to another). A caller whose denoiser is rebuilt per call (a bound
-    method such as `policy.denoiser`) passes the stable object behind it, as `DiffusionPolicy.cost_model`."""
+    method such as `policy.denoiser`) passes the stable object behind it, as `DiffusionPolicy.cost_model`.
+    measure=False: return None instead of measuring when the curve is not cached (calls under a deadline)."""
     key = (denoiser if key is None else key, str(x.device), x.dtype, tuple(x.shape[1:]),
            None if cond is None else cond.shape[1])
     hit = _LATENCY_CACHE.get(key)
     if hit is not None and max(hit) >= max_rows:
         return hit
+    if not measure:
+        return None
     curve = measure_latency(denoiser, x, cond, latency_batches(max_rows))
     _LATENCY_CACHE[key] = curve
     while len(_LATENCY_CACHE) > _CACHE_SIZE:  # holds denoisers alive: keep only the newest few

@@ -67,9 +67,10 @@ from parapolicy.sampling.common import (
     check_window,
     resolve_noise,
 )
+from parapolicy.sampling.rollout import Rollout, transfer_matrix  # noqa: F401  (re-exported)
 from parapolicy.sampling.sequential import step_rows
 from parapolicy.sampling.stats import PicardStats
-from parapolicy.schedule import Schedule, frozen_x0_coeffs, make_schedule, on_device, predict_x0
+from parapolicy.schedule import Schedule, make_schedule, on_device, predict_x0
 
 ACCELS = ("none", "anderson", "taa")
 GUESSES = ("auto", "hybrid", "frontier", "window", "none")
@@ -257,59 +258,3 @@ class _Solve:
                            capped=capped, converged_steps=steps, converged=[k >= self.S for k in steps],
                            windows=self.windows, residuals=residuals, trajectory=self.traj, window=window,
                            num_steps=self.S, accel=accel, predicted_latency_s=predicted, guess=guess, atol=atol)
-
-
-_ROLL_CACHE: dict = {}
-
-
-
-class Rollout:
-    """The frozen-x0 rollout (4) of the module docstring for one schedule, on one device: its transfer
-    matrix is built once per (schedule, device, dtype) and cached."""
-
-    def __init__(self, sched: Schedule, device, dtype):
-        key = (sched, str(device), dtype)
-        hit = _ROLL_CACHE.get(key)
-        if hit is None:
-            a, b = frozen_x0_coeffs(sched)
-            hit = (transfer_matrix(a).to(device=device, dtype=dtype), b.to(device=device, dtype=dtype),
-                   sched.std.to(device=device, dtype=dtype))
-            if len(_ROLL_CACHE) > 16:
-                _ROLL_CACHE.clear()
-            _ROLL_CACHE[key] = hit
-        self.W, self.b, self.std = hit
-
-    def __call__(self, traj: torch.Tensor, bs: torch.Tensor, start: torch.Tensor, x0_hat: torch.Tensor,
-                 z: torch.Tensor | None) -> None:
-        """In place, for every listed sample j at once: x_{k+1} = a_k x_k + b_k x0_hat_j + std_k z_k for
-        k >= start_j; points up to start_j are kept. traj: (S+1, B, H, D); bs, start: (A,) long;
-        x0_hat: (A, H, D); z: (S, B, H, D) or None."""
-        if bs.numel() == 0:
-            return
-        S1, _, H, D = traj.shape
-        A, S = bs.shape[0], S1 - 1
-        X = traj[:, bs].reshape(S1, A, H * D)
-        c = self.b[:, None, None] * x0_hat.reshape(1, A, H * D)                # (S, A, HD) forcing c_k
-        if z is not None:
-            c = c + self.std[:, None, None] * z[:, bs].reshape(S, A, H * D)
-        k = torch.arange(S, device=traj.device)
-        c = c * (k[:, None] >= start[None, :])[..., None]
-        x_e = X[start, torch.arange(A, device=traj.device)]                    # (A, HD)
-        # x_m = W[m, e] x_e + sum_{e <= k < m} W[m, k+1] c_k  (W lower triangular, so m <= e keeps x_e / 0)
-        tail = self.W[:, start, None] * x_e[None] + (self.W[:, 1:] @ c.reshape(S, -1)).reshape(S1, A, H * D)
-        m = torch.arange(S1, device=traj.device)
-        X = torch.where((m[:, None] > start[None, :])[..., None], tail, X)
-        traj[:, bs] = X.reshape(S1, A, H, D)
-
-
-def transfer_matrix(a: torch.Tensor) -> torch.Tensor:
-    """(S,) step gains -> (S+1, S+1) W with W[m, k] = a_k a_{k+1} .. a_{m-1} for m >= k (W[k, k] = 1), 0 above:
-    the affine recursion x_{k+1} = a_k x_k + c_k unrolls to x_m = W[m, e] x_e + sum_{e<=k<m} W[m, k+1] c_k."""
-    S = a.shape[0]
-    W = torch.zeros(S + 1, S + 1, dtype=torch.float64)
-    a64 = a.detach().double().cpu()
-    for k in range(S + 1):
-        W[k, k] = 1.0
-        if k < S:
-            W[k + 1:, k] = torch.cumprod(a64[k:], 0)
-    return W.to(device=a.device, dtype=a.dtype)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import torch
 
-from parapolicy.sampling.common import Denoiser, call_denoiser, check_inputs, resolve_noise
-from parapolicy.schedule import Schedule, _col, make_schedule, predict_x0, step_mean
+from parapolicy.sampling.common import Denoiser, call_denoiser, check_inputs, check_tol, resolve_noise
+from parapolicy.sampling.rollout import Rollout
+from parapolicy.sampling.stats import PicardStats
+from parapolicy.schedule import Schedule, _col, make_schedule, on_device, predict_x0, step_mean
 
 
 def step_rows(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
@@ -28,29 +33,55 @@ def step_rows(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tens
 
 def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch.Tensor | None = None,
                       cond: torch.Tensor | None = None, num_inference_steps: int | None = None,
-                      generator: torch.Generator | None = None, return_trajectory: bool = False):
+                      generator: torch.Generator | None = None, return_trajectory: bool = False,
+                      max_iters: int | None = None, deadline: float | None = None,
+                      clock: Callable[[], float] = time.monotonic, return_stats: bool = False):
     """Run the scheduler's S reverse steps one after another.
 
     x_T: (B, H, D) initial noise; noise: (S, B, H, D), noise[k] added at step k (scaled by that step's std;
     ignored by deterministic samplers), None -> drawn from `generator`; cond: (B, C) or None.
-    Returns x_0 (B, H, D), or (x_0, trajectory (S+1, B, H, D)) with return_trajectory=True.
+    max_iters (>= 1) / deadline (a time on `clock`, checked before every step after the first): stop early.
+    The anytime result then is the one of `sample_picard`: the remaining steps are rolled out with the data
+    prediction frozen at the last step's (x_S = that prediction for DDPM / DDIM), marked `stats.capped`.
+    Returns x_0 (B, H, D); with return_trajectory=True (x_0, trajectory (S+1, B, H, D)); with
+    return_stats=True (x_0, PicardStats) whose `trajectory` is filled and `iterations` counts the steps run.
     Equals the diffusers `scheduler.step` loop fed the same noise (tests/test_sampling.py)."""
-    sched = make_schedule(scheduler, num_inference_steps)
+    sched = on_device(make_schedule(scheduler, num_inference_steps), x_T.device)
     S = sched.num_steps
     B, H, D = check_inputs(x_T, cond, noise, S)
+    check_tol(0.0, max_iters)
     z = resolve_noise(noise, sched.std, x_T, generator)
     hist = x_T.new_zeros((S, B, H, D)) if sched.max_order > 1 else None
     b = torch.arange(B, device=x_T.device)
     ts = sched.timesteps.to(x_T.device)
-    x = x_T
-    traj = [x] if return_trajectory else None
+    keep = return_trajectory or return_stats
+    traj = x_T.new_zeros((S + 1, B, H, D)) if keep else None
+    x, x0, steps = x_T, None, 0
     with torch.no_grad():
         for k in range(S):
+            if k >= 1 and ((max_iters is not None and k >= max_iters) or (deadline is not None and clock() >= deadline)):
+                break
+            if traj is not None:
+                traj[k] = x
             kk = torch.full((B,), k, dtype=torch.long, device=x_T.device)
             out = call_denoiser(denoiser, x, ts[kk], cond)
+            x0 = predict_x0(sched, kk, x, out)
             if hist is not None:
-                hist[k] = predict_x0(sched, kk, x, out)
-            x = step_rows(sched, kk, x, out, hist, b, z)
-            if traj is not None:
-                traj.append(x)
-    return (x, torch.stack(traj)) if return_trajectory else x
+                hist[k] = x0
+            x = step_rows(sched, kk, x, out, hist, b, z, x0=x0)
+            steps = k + 1
+        capped = steps < S
+        if traj is not None:
+            traj[steps] = x
+        if capped:  # the anytime result: the frozen-x0 rollout from the last computed point
+            if traj is None:
+                traj = x_T.new_zeros((S + 1, B, H, D))
+                traj[steps] = x
+            Rollout(sched, x_T.device, x_T.dtype)(traj, b, torch.full((B,), steps, device=x_T.device), x0, z)
+            x = traj[S].clone()
+    if return_stats:
+        stats = PicardStats(iterations=steps, nfe=float(steps), nfe_per_sample=[steps] * B, capped=capped,
+                            converged_steps=[steps] * B, converged=[not capped] * B, trajectory=traj, window=1,
+                            num_steps=S, guess="sequential")
+        return x, stats
+    return (x, traj) if return_trajectory else x

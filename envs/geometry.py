@@ -36,6 +36,7 @@ WALL_COLOR = (211, 211, 211)          # LightGray
 AGENT_COLOR = (65, 105, 225)          # RoyalBlue
 AGENT_FILL = (78, 126, 255)           # light_color(RoyalBlue)
 BLOCK_COLOR = (119, 136, 153)         # LightSlateGray
+CONTACT_COLOR = (231, 76, 60)         # pymunk's default collision-point colour
 BLOCK_FILL = (143, 163, 184)          # light_color(LightSlateGray): 1.2 x (119, 136, 153), rounded (as recorded)
 
 

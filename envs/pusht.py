@@ -343,4 +343,20 @@ class PushTEnv(gym.Env):
             self._renderer = Renderer()
         pose = self.block_pose if pose is None else pose
         agent = self.agent_pos if agent is None else agent
-        return self._renderer.draw(pose, agent, size)
+        return self._renderer.draw(pose, agent, size, self._contact_segments())
+
+    def _contact_segments(self) -> list:
+        """The collision-point markers pymunk's debug draw adds (its `cpSpaceDebugDraw`): per contact point of
+        the last substep, the segment from point_a - 2 n to point_b + 2 n (n the arbiter's normal). Every
+        contact involves the block (the kinematic agent does not collide with the static walls)."""
+        segments = []
+
+        def collect(arbiter: pymunk.Arbiter) -> None:
+            cps = arbiter.contact_point_set
+            n = cps.normal
+            for p in cps.points:
+                a, b = p.point_a - 2.0 * n, p.point_b + 2.0 * n
+                segments.append(((a.x, a.y), (b.x, b.y)))
+
+        self._block.each_arbiter(collect)
+        return segments

@@ -34,6 +34,7 @@ from envs.geometry import (
     BAR_HULL,
     BLOCK_COLOR,
     BLOCK_FILL,
+    CONTACT_COLOR,
     GOAL_COLOR,
     GOAL_POSE,
     STEM_HULL,
@@ -101,10 +102,19 @@ def fill_polygon(buf: np.ndarray, points: list[tuple[int, int]], color: np.ndarr
     xs = _cdiv((ys - y1) * (x2 - x1), y2 - y1) + x1
     big = np.iinfo(np.int64).max
     xs = np.sort(np.where(hit, xs, big), axis=1)
-    for r in range(xs.shape[0]):
-        row = xs[r]
-        for i in range(0, int(hit[r].sum()) - 1, 2):
-            _hspan(buf, int(row[i]), miny + r, int(row[i + 1]), color)
+    n_hit = hit.sum(axis=1)                                           # (rows,)
+    n_pairs = int(n_hit.max()) // 2
+    a, b = xs[:, 0:2 * n_pairs:2], xs[:, 1:2 * n_pairs:2]             # (rows, pairs) span ends
+    valid = (2 * np.arange(n_pairs) + 1)[None, :] < n_hit[:, None]
+    h, w = buf.shape[:2]
+    if valid.any():
+        x0, x1 = max(int(a[valid].min()), 0), min(int(b[valid].max()), w - 1)
+        r0, r1 = max(miny, 0), min(maxy, h - 1)
+        if x0 <= x1 and r0 <= r1:
+            cols = np.arange(x0, x1 + 1)
+            sel = slice(r0 - miny, r1 - miny + 1)
+            inside = ((cols >= a[sel, :, None]) & (cols <= b[sel, :, None]) & valid[sel, :, None]).any(axis=1)
+            buf[r0:r1 + 1, x0:x1 + 1][inside] = color
     for i in range(len(points)):
         y = int(py[i])
         if miny < y < maxy and int(py[i - 1]) == y:
@@ -131,13 +141,25 @@ def _circle_spans(radius: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(spans)
 
 
+@cache
+def _circle_mask(radius: int) -> np.ndarray:
+    """(2 radius, 2 radius) bool: the pixels of `_circle_spans`, rows y0 - radius.., cols x0 - radius..."""
+    m = np.zeros((2 * radius, 2 * radius), dtype=bool)
+    for dy, xl, xr in _circle_spans(radius):
+        m[dy + radius, xl + radius:xr + radius + 1] = True
+    return m
+
+
 def fill_circle(buf: np.ndarray, center: tuple[int, int], radius: int, color: np.ndarray) -> None:
     """pygame's `draw.circle(..., width=0)` at an integer centre."""
     if radius < 1:
         return
-    x0, y0 = center
-    for dy, xl, xr in _circle_spans(radius):
-        _hspan(buf, x0 + xl, y0 + dy, x0 + xr, color)
+    m = _circle_mask(radius)
+    h, w = buf.shape[:2]
+    y0, x0 = center[1] - radius, center[0] - radius
+    ya, yb, xa, xb = max(y0, 0), min(y0 + 2 * radius, h), max(x0, 0), min(x0 + 2 * radius, w)
+    if ya < yb and xa < xb:
+        buf[ya:yb, xa:xb][m[ya - y0:yb - y0, xa - x0:xb - x0]] = color
 
 
 def _bresenham(p1: tuple[int, int], p2: tuple[int, int]) -> np.ndarray:
@@ -191,6 +213,57 @@ def fat_segment(buf: np.ndarray, a, b, radius: float, color: np.ndarray) -> None
                        (p2[0] + ox, p2[1] + oy), (p2[0] - ox, p2[1] - oy)], color)
     fill_circle(buf, p1, round(radius), color)
     fill_circle(buf, p2, round(radius), color)
+
+
+def _blend_pixel(buf: np.ndarray, x: int, y: int, color: np.ndarray, brightness) -> None:
+    """pygame's `get_antialiased_color` with blend: (uint8)(b c + (1 - b) background), float32."""
+    h, w = buf.shape[:2]
+    if 0 <= x < w and 0 <= y < h:
+        b = np.float32(brightness)
+        mixed = b * color[:3].astype(np.float32) + (np.float32(1) - b) * buf[y, x, :3].astype(np.float32)
+        buf[y, x, :3] = mixed.astype(np.uint8)
+
+
+def aaline(buf: np.ndarray, p1, p2, color: np.ndarray) -> None:
+    """pygame 2's `draw.aaline(..., blend=1)` from p1 to p2 (float32 arithmetic, no clipping needed inside
+    the canvas): two endpoint pixels, then two blended pixels per column (row, for steep lines)."""
+    f32 = np.float32
+    fx, fy, tx, ty = (f32(v) for v in (p1[0], p1[1], p2[0], p2[1]))
+    dx, dy = tx - fx, ty - fy
+    if abs(dx) < 1e-4 and abs(dy) < 1e-4:
+        _blend_pixel(buf, int(np.floor(fx + f32(0.5))), int(np.floor(fy + f32(0.5))), color, 1.0)
+        return
+    steep = abs(dx) < abs(dy)
+    if steep:
+        fx, fy, tx, ty, dx, dy = fy, fx, ty, tx, dy, dx
+    if dx < 0:
+        fx, tx, fy, ty, dx, dy = tx, fx, ty, fy, -dx, -dy
+    gradient = f32(dy / dx)
+    fy, ty = fy + f32(1), ty + f32(1)     # pygame shifts down one pixel so that int() floors
+
+    def put(x, y, b):
+        _blend_pixel(buf, *((y, x) if steep else (x, y)), color, b)
+
+    def endpoint(xp, y_end, gap):
+        bright = y_end - f32(int(y_end))
+        if int(y_end) < y_end:
+            put(xp, int(y_end), bright * gap)
+        put(xp, int(y_end) - 1, (f32(1) - bright) * gap)
+
+    x_start = int(fx)
+    intersect = fy + gradient * f32(x_start - fx)
+    endpoint(x_start, intersect, f32(1) + f32(x_start) - fx)
+    intersect = intersect + gradient
+    x_start += 1
+    x_end = int(np.ceil(tx))
+    endpoint(x_end, ty + gradient * (f32(x_end) - tx), f32(1) - f32(x_end) + tx)
+    for x in range(x_start, x_end):
+        y = int(intersect)
+        bright = f32(1) - intersect + f32(y)
+        put(x, y - 1, bright)
+        if y < intersect:
+            put(x, y, f32(1) - bright)
+        intersect = intersect + gradient
 
 
 def draw_block_rect(buf: np.ndarray, world: np.ndarray) -> None:
@@ -299,7 +372,7 @@ class Renderer:
         return (max(min(xs) - margin, 0), max(min(ys) - margin, 0),
                 min(max(xs) + margin + 1, CANVAS), min(max(ys) + margin + 1, CANVAS))
 
-    def _paint(self, block_pose: np.ndarray, agent_pos: np.ndarray) -> np.ndarray:
+    def _paint(self, block_pose: np.ndarray, agent_pos: np.ndarray, contacts=()) -> np.ndarray:
         buf = self._buffer
         for x0, y0, x1, y1 in self._dirty:
             buf[y0:y1, x0:x1] = self._background[y0:y1, x0:x1]
@@ -317,15 +390,24 @@ class Renderer:
         for x0, y0, x1, y1 in self._dirty:
             region, mask = buf[y0:y1, x0:x1], self._wall_mask[y0:y1, x0:x1]
             region[mask] = self._background[y0:y1, x0:x1][mask]
+        for a, b in contacts:   # pymunk's collision-point markers, drawn after all shapes
+            pa, pb = to_pixel(a), to_pixel(b)
+            aaline(buf, pa, pb, _rgba(CONTACT_COLOR))
+            rect = self._rect([pa, pb], 2)
+            if rect[0] < rect[2] and rect[1] < rect[3]:
+                self._dirty.append(rect)
         return buf[..., :3]
 
-    def canvas(self, block_pose: np.ndarray, agent_pos: np.ndarray) -> np.ndarray:
-        """(512, 512, 3) uint8 frame (a new array) for a block pose (x, y, angle) and agent (x, y)."""
-        return self._paint(block_pose, agent_pos).copy()
+    def canvas(self, block_pose: np.ndarray, agent_pos: np.ndarray, contacts=()) -> np.ndarray:
+        """(512, 512, 3) uint8 frame (a new array) for a block pose (x, y, angle) and agent (x, y).
 
-    def draw(self, block_pose: np.ndarray, agent_pos: np.ndarray, size: int) -> np.ndarray:
+        contacts: segments ((ax, ay), (bx, by)) of pymunk's collision-point markers (the env passes those
+        of its last physics substep); none for a bare recorded state."""
+        return self._paint(block_pose, agent_pos, contacts).copy()
+
+    def draw(self, block_pose: np.ndarray, agent_pos: np.ndarray, size: int, contacts=()) -> np.ndarray:
         """(size, size, 3) uint8 frame (a new array), resampled like `resize_linear`."""
-        self._paint(block_pose, agent_pos)
+        self._paint(block_pose, agent_pos, contacts)
         if size == CANVAS:
             return self._buffer[..., :3].copy()
         if size not in self._samplers:

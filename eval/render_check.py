@@ -1,10 +1,14 @@
 """Render the demonstrations' recorded states with `envs.render` and compare with their recorded images.
 
-    python -m eval.render_check [--stride K] [--out outputs/render_check.json] [--zarr PATH]
+    python -m eval.render_check [--mode states|replay] [--stride K] [--out outputs/render_check.json]
 
 Prints per-frame mean / max absolute pixel difference (0..255 levels) summarised over frames (mean, p50,
-p95, max) and writes them to a JSON. Frames 0, K, 2K, ... of `data/state` / `data/img` are compared
-(K = 1: all 25,650). The store is found as the tests find it (`PARAPOLICY_PUSHT_ZARR` or shared/pusht/).
+p95, max) and writes them to a JSON. The store is found as the tests find it (`PARAPOLICY_PUSHT_ZARR` or
+shared/pusht/, or --zarr).
+- `--mode states` (default): frames 0, K, 2K, ... of `data/state` drawn by `envs.render` (no physics; no
+  collision-point markers, which a recorded state does not carry) against `data/img` (K = 1: all 25,650).
+- `--mode replay`: the pixel env reset with each episode's seed and stepped open loop through its recorded
+  actions (bit-exact physics, so its live contacts draw the markers too); every K-th episode.
 """
 
 from __future__ import annotations
@@ -40,11 +44,39 @@ def compare_store(path, stride: int = 1, block: int = 1610) -> tuple[np.ndarray,
     return np.concatenate(idx), np.concatenate(diffs)
 
 
+def replay_store(path, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices, per-frame (mean, max) differences) of the pixel env replaying every `stride`-th
+    episode from its seeded reset against the recorded images (row i: the observation before action i)."""
+    import zarr
+
+    from envs.pusht import PushTEnv
+
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    root = zarr.open_group(str(path), mode="r")
+    ends = np.asarray(root["meta"]["episode_ends"][:])
+    actions, images = root["data"]["action"], root["data"]["img"]
+    env = PushTEnv(obs_type="pixels", observation_size=images.shape[1])
+    idx, diffs = [], []
+    for e in range(0, len(ends), stride):
+        lo, hi = (int(ends[e - 1]) if e else 0), int(ends[e])
+        acts, imgs = np.asarray(actions[lo:hi], np.float64), images[lo:hi]
+        obs, _ = env.reset(seed=e)
+        for i in range(hi - lo):
+            d = np.abs(obs["pixels"].astype(np.float64) - imgs[i])
+            diffs.append((d.mean(), d.max()))
+            obs, *_ = env.step(acts[i])
+        idx.append(np.arange(lo, hi))
+    return np.concatenate(idx), np.array(diffs)
+
+
 def main(argv=None) -> dict:
     from parapolicy.data import find_pusht_zarr, pusht_zarr_candidates
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stride", type=int, default=1, help="compare every K-th frame (default 1: all)")
+    ap.add_argument("--mode", choices=["states", "replay"], default="states")
+    ap.add_argument("--stride", type=int, default=1,
+                    help="every K-th frame (states) or episode (replay); default 1: all")
     ap.add_argument("--zarr", default=None, help="replay buffer path (default: found like the tests)")
     ap.add_argument("--out", default="outputs/render_check.json")
     args = ap.parse_args(argv)
@@ -53,11 +85,12 @@ def main(argv=None) -> dict:
         raise SystemExit("Push-T demonstrations not found; looked for "
                          + ", ".join(str(p) for p in pusht_zarr_candidates()))
     t0 = time.perf_counter()
-    idx, diffs = compare_store(path, args.stride)
+    idx, diffs = (compare_store if args.mode == "states" else replay_store)(path, args.stride)
     summary = summarize_differences(diffs)
-    summary.update(store=str(path), stride=args.stride, seconds=round(time.perf_counter() - t0, 1),
+    summary.update(mode=args.mode, store=str(path), stride=args.stride, seconds=round(time.perf_counter() - t0, 1),
                    worst_frames=[int(i) for i in idx[np.argsort(-diffs[:, 1], kind="stable")[:10]]])
-    print(f"{summary['frames']} frames (stride {args.stride}), {summary['exact_frames']} identical")
+    print(f"mode {args.mode}: {summary['frames']} frames (stride {args.stride}), "
+          f"{summary['exact_frames']} identical")
     print(f"{'per-frame':<14}{'mean':>10}{'p50':>10}{'p95':>10}{'max':>10}")
     for key in ("mean_abs", "max_abs"):
         s = summary[key]

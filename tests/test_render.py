@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from envs.geometry import BLOCK_COLOR, BLOCK_FILL, GOAL_COLOR, WALL_COLOR
+from envs.geometry import BLOCK_COLOR, BLOCK_FILL, CONTACT_COLOR, GOAL_COLOR, WALL_COLOR
 from envs.render import (
     Renderer,
+    aaline,
     fat_segment,
     fill_circle,
     fill_polygon,
@@ -141,3 +142,39 @@ def test_frame_differences_and_summary():
         frame_differences(states[:, :4], images)
     with pytest.raises(ValueError, match="images"):
         frame_differences(states, images[:1])
+
+
+def test_aaline_horizontal_is_solid_and_diagonal_blends():
+    buf = blank()
+    buf[..., :3] = 255
+    aaline(buf, (5, 10), (20, 10), RED)
+    assert (buf[10, 5:21, :3] == RED[:3]).all() and (buf[9, :, :3] == 255).all() and (buf[11, :, :3] == 255).all()
+    buf[..., :3] = 255
+    aaline(buf, (5, 5), (25, 12), RED)
+    assert tuple(buf[5, 5, :3]) == (255, 0, 0) and tuple(buf[12, 25, :3]) == (255, 0, 0)  # integer ends: full
+    touched = (buf[..., :3] != 255).any(-1)
+    partial = touched & (buf[..., 1] > 0)
+    assert partial.sum() > 10                                     # anti-aliased pixels in between
+    cols = np.nonzero(touched)[1]
+    assert cols.min() == 5 and cols.max() == 25
+    # brightness splits between the two rows of a column: green levels of each pair add up to about 255
+    col = buf[:, 15, 1].astype(int)
+    rows = np.nonzero(col < 255)[0]
+    assert len(rows) == 2 and abs((255 - col[rows]).sum() - 255) <= 2
+
+
+def test_env_draws_collision_markers_where_agent_touches_block():
+    from envs.pusht import PushTEnv
+
+    env = PushTEnv(obs_type="pixels", render_mode="rgb_array")
+    env.reset(options={"reset_to_state": [256.0, 280.0, 256.0, 300.0, 0.0]})   # agent touching the bar
+    for _ in range(3):
+        env.step([256.0, 320.0])                                             # keep pushing down
+    contacts = env._contact_segments()
+    assert contacts, "the push should leave contacts"
+    frame = env.render()
+    plain = Renderer().canvas(env.block_pose, env.agent_pos)
+    red = np.array(CONTACT_COLOR)
+    diff = (frame != plain).any(-1)
+    assert diff.any()
+    assert (np.abs(frame[diff].astype(int) - red).sum(-1) < np.abs(plain[diff].astype(int) - red).sum(-1)).all()

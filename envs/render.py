@@ -11,14 +11,15 @@ a 512 x 512 pygame canvas, y down, white background:
      (|dy|, |dx|) (the original's formula: a true normal only for edges whose dx and dy have opposite
      signs; other edges get a slanted, thinner band) and a radius-2 disc at each end;
    - the agent: a RoyalBlue disc of radius 15 and a lightened disc of radius 11;
-   - the walls: fat segments of radius 2 in LightGray.
+   - the walls: fat segments of radius 2 in LightGray;
+   - then the collision-point markers (below).
 3. `cv2.resize(img, (96, 96))`, i.e. INTER_LINEAR on uint8: pixel-centre aligned bilinear with 11-bit
    fixed-point weights (no antialiasing).
 Every primitive here follows pygame 2's integer rasterisation (scanline polygon fill with C integer
 division, Bresenham lines widened by [-1, +2] px, the midpoint filled circle), coordinates rounded with
-Python's `round` as pymunk's `to_pygame` does. Not drawn: pymunk's collision-point markers (short red
-anti-aliased lines where shapes touch), which need the live contact set; see docs/env.md for what that
-leaves.
+Python's `round` as pymunk's `to_pygame` does. Last, pymunk's collision-point markers: a red
+anti-aliased line (pygame `aaline`, blended) per contact point of the last physics substep; the env passes
+its live contacts, a bare recorded state has none (see docs/env.md for the measured match).
 """
 
 from __future__ import annotations

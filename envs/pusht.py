@@ -15,11 +15,20 @@ import pymunk
 import shapely
 from gymnasium import spaces
 
+from envs.geometry import (  # noqa: F401  (re-exported; the geometry lives in a leaf module)
+    AGENT_RADIUS,
+    BAR_VERTICES,
+    GOAL_POSE,
+    STEM_VERTICES,
+    WALL_RADIUS,
+    WALLS,
+    WORKSPACE,
+    pose_to_world,
+)
+from envs.render import Renderer
+
 # ---------------------------------------------------------------- constants (see docs/env.md) ----------
-WORKSPACE = 512.0
-"""Side of the square workspace in pixels; y points down (image convention)."""
-GOAL_POSE = np.array([256.0, 256.0, math.pi / 4])
-"""Goal pose (x, y, angle) of the T's body origin, the middle of the bar's outer edge."""
+
 SUCCESS_THRESHOLD = 0.95
 """Coverage above which an episode terminates (and reward saturates at 1)."""
 SIM_HZ = 100
@@ -28,15 +37,8 @@ N_SUBSTEPS = SIM_HZ // CONTROL_HZ
 DT = 1.0 / SIM_HZ
 K_P, K_V = 100.0, 20.0
 """PD gains of the agent controller: acc = K_P (target - pos) + K_V (0 - vel)."""
-AGENT_RADIUS = 15.0
 AGENT_START = (256.0, 400.0)
 BLOCK_START = (256.0, 300.0)
-WALL_RADIUS = 2.0
-WALLS = (((5.0, 506.0), (5.0, 5.0)), ((5.0, 5.0), (506.0, 5.0)),
-         ((506.0, 5.0), (506.0, 506.0)), ((5.0, 506.0), (506.0, 506.0)))
-"""Static wall segments, in the order the original adds them (the order fixes the solver's order)."""
-BAR_VERTICES = ((-60.0, 30.0), (60.0, 30.0), (60.0, 0.0), (-60.0, 0.0))
-STEM_VERTICES = ((-15.0, 30.0), (-15.0, 120.0), (15.0, 120.0), (15.0, 30.0))
 T_OUTLINE = np.array([(-60.0, 0.0), (60.0, 0.0), (60.0, 30.0), (15.0, 30.0), (15.0, 120.0),
                       (-15.0, 120.0), (-15.0, 30.0), (-60.0, 30.0)])
 """The T as one 8-vertex polygon in body coordinates, (8, 2)."""
@@ -48,30 +50,8 @@ BLOCK_KEYPOINTS_LOCAL = np.array([
 RESET_STATE_LOW = (50, 50, 100, 100)
 RESET_STATE_HIGH = (450, 450, 400, 400)
 
-# rendering colours (the original's pygame colour names, and its 1.2x lightened fills)
-_WHITE = (255, 255, 255)
-_GOAL = (144, 238, 144)          # LightGreen
-_WALL = (211, 211, 211)          # LightGray
-_AGENT = (65, 105, 225)          # RoyalBlue
-_AGENT_FILL = (78, 126, 255)
-_BLOCK = (119, 136, 153)         # LightSlateGray
-_BLOCK_FILL = (142, 163, 183)
-
 
 # ---------------------------------------------------------------- pure functions ------------------------
-def pose_to_world(pose, local: np.ndarray) -> np.ndarray:
-    """Body-frame points to world: `pose` (x, y, angle), `local` (N, 2) -> (N, 2).
-
-    world = R(angle) local + (x, y), with R the counter-clockwise rotation in pymunk's frame.
-    """
-    x, y, a = float(pose[0]), float(pose[1]), float(pose[2])
-    c, s = math.cos(a), math.sin(a)
-    out = np.empty_like(local, dtype=np.float64)
-    out[:, 0] = c * local[:, 0] - s * local[:, 1] + x
-    out[:, 1] = s * local[:, 0] + c * local[:, 1] + y
-    return out
-
-
 def block_keypoints(pose) -> np.ndarray:
     """The 9 keypoints of a block at `pose` (x, y, angle): (9, 2) world pixels."""
     return pose_to_world(pose, BLOCK_KEYPOINTS_LOCAL)
@@ -359,10 +339,24 @@ class PushTEnv(gym.Env):
         return obs, cov, info
 
     def _render_frame(self, size: int, pose: np.ndarray | None = None, agent: np.ndarray | None = None):
-        from envs.render import Renderer
-
         if self._renderer is None:
             self._renderer = Renderer()
         pose = self.block_pose if pose is None else pose
         agent = self.agent_pos if agent is None else agent
-        return self._renderer.draw(pose, agent, size)
+        return self._renderer.draw(pose, agent, size, self._contact_segments())
+
+    def _contact_segments(self) -> list:
+        """The collision-point markers pymunk's debug draw adds (its `cpSpaceDebugDraw`): per contact point of
+        the last substep, the segment from point_a - 2 n to point_b + 2 n (n the arbiter's normal). Every
+        contact involves the block (the kinematic agent does not collide with the static walls)."""
+        segments = []
+
+        def collect(arbiter: pymunk.Arbiter) -> None:
+            cps = arbiter.contact_point_set
+            n = cps.normal
+            for p in cps.points:
+                a, b = p.point_a - 2.0 * n, p.point_b + 2.0 * n
+                segments.append(((a.x, a.y), (b.x, b.y)))
+
+        self._block.each_arbiter(collect)
+        return segments

@@ -3,6 +3,8 @@
     python -m eval.bench_denoiser                       # default: ~4 min or less on an idle 2-core CPU
     python -m eval.bench_denoiser --full                # batches 1..128 (powers of 2), + compiled variants
     python -m eval.bench_denoiser --models shipped --batches 1,16 --variants eager,fast32 --threads 1
+    python -m eval.bench_denoiser --models shipped,lerobot --batches 1,2,4,8,16,32,64 --threads 1
+                                                        # is the big UNet's curve flatter; does Picard gain more?
 
 Variants: eager; fast32 / fastbf16 (parapolicy.fast, conv_impl="auto"); fast32-im2col / fastbf16-im2col (every
 residual-block conv as an im2col matmul); compiled32 / compiledbf16 (torch.compile + freezing).
@@ -11,6 +13,17 @@ Models (random weights; timing does not depend on the values):
     shipped   down_dims (64,128,256), kernel 5, step embedding 256, global_cond 40, FiLM scale+bias
               (cond_predict_scale), horizon 16, action 2: the shipped policy's UNet, 5.4M parameters
     full      down_dims (256,512,1024), the full-size Diffusion Policy UNet (65.8M), same other sizes
+    lerobot   the UNet of LeRobot's Push-T image policy (lerobot/diffusion_pusht): down_dims (512,1024,2048),
+              kernel 5, step embedding 128, FiLM scale+bias, global_cond 132 = 2 observation steps x (64 image
+              features: 32 spatial-softmax keypoints x 2 + 2 agent state), 251.5M parameters (about 3 s to
+              build and 1 GB in float32; the fast variants copy the weights: about 3.5 GB with fp32 + bf16)
+
+Picard table (after each model's curves): for each variant, the window `window="auto"` picks from that
+variant's measured curve (parapolicy.sampling.cost.choose_window with a CostModel of the curve, batch 1,
+`--steps` steps; rows beyond the largest measured batch are extrapolated with the curve's last slope), the
+predicted rounds and seconds of a ParaDDPM solve (cost.predict, the default advance model fitted to the
+shipped Push-T policy: random weights give no convergence data), and the predicted speed-up over
+sequential DDPM = steps x t(1). A final table puts every model side by side.
 
 How it measures: for each model and batch size, every variant gets `--warmup` untimed calls, then the
 variants are timed round-robin (one call each per round, `--repeats` rounds) with time.perf_counter, and
@@ -39,6 +52,8 @@ MODELS = {
                     diffusion_step_embed_dim=256, n_groups=8, cond_predict_scale=True),
     "full": dict(input_dim=2, global_cond_dim=40, down_dims=(256, 512, 1024), kernel_size=5,
                  diffusion_step_embed_dim=256, n_groups=8, cond_predict_scale=True),
+    "lerobot": dict(input_dim=2, global_cond_dim=2 * (32 * 2 + 2), down_dims=(512, 1024, 2048), kernel_size=5,
+                    diffusion_step_embed_dim=128, n_groups=8, cond_predict_scale=True),
 }
 HORIZON = 16
 VARIANTS = ("eager", "fast32", "fastbf16", "compiled32", "compiledbf16", "fast32-im2col", "fastbf16-im2col")
@@ -79,6 +94,32 @@ def check_equivalence(model, fast, cfg):
         ref = model(inp["sample"], inp["timestep"], global_cond=inp["global_cond"])
     out = fast(inp["sample"], inp["timestep"], global_cond=inp["global_cond"])
     return ((out - ref).abs().max() / ref.abs().max()).item()
+
+
+def picard_table(curves: dict, steps: int) -> dict:
+    """Per variant, from its {batch: seconds} curve: the window window="auto" picks at batch 1 and the
+    predicted ParaDDPM solve against sequential DDPM (`steps` calls at batch 1).
+
+    -> {variant: {window, rounds, paraddpm_s, ddpm_s, speedup}}."""
+    from parapolicy.sampling.cost import CostModel, choose_window, predict
+
+    out = {}
+    x = torch.zeros(1, HORIZON, 2)  # only its batch size (1) is read when a cost model is given
+    for name, curve in curves.items():
+        cost = CostModel({int(b): float(t) for b, t in curve.items()})
+        window, secs = choose_window(None, x, None, steps, cost_model=cost)
+        _, rounds = predict(cost, steps, window, 1)
+        ddpm = steps * cost.t(1)
+        out[name] = dict(window=window, rounds=rounds, paraddpm_s=secs, ddpm_s=ddpm, speedup=ddpm / secs)
+    return out
+
+
+def print_picard(table: dict, steps: int, indent: str = "  ") -> None:
+    print(f"{indent}{'variant':>15} {'window':>6} {'rounds':>6} {'ParaDDPM ms':>12} {f'DDPM-{steps} ms':>12} "
+          f"{'speed-up':>8}")
+    for name, r in table.items():
+        print(f"{indent}{name:>15} {r['window']:>6} {r['rounds']:>6} {r['paraddpm_s'] * 1e3:>12.1f} "
+              f"{r['ddpm_s'] * 1e3:>12.1f} {r['speedup']:>7.2f}x")
 
 
 def run(args) -> dict:
@@ -142,10 +183,23 @@ def run(args) -> dict:
             print(f"    {n:>13}: " + ", ".join(f"B={b}: {s:.2f}" for b, s in scaling[n].items()))
         compile_secs = {n: [[list(k[0]), v] for k, v in f.compile_seconds.items()]
                         for n, f in compiled.items()}
+        picard = picard_table(curves, args.steps)
+        print(f"  window=\"auto\" from each wall-clock curve, {args.steps}-step ParaDDPM vs DDPM at batch 1 "
+              f"(predicted by the cost model):")
+        print_picard(picard, args.steps, indent="    ")
         results["models"][mname] = {"config": cfg, "params": n_params, "seconds": curves,
                                     "process_seconds": cpu_curves,
-                                    "compile_seconds": compile_secs}
+                                    "compile_seconds": compile_secs, "picard": picard}
     results["meta"]["load_end"] = os.getloadavg()[0]
+    b0, b1 = args.batches[0], args.batches[-1]
+    print(f"\n== side by side: batch curve t({b1}) / t({b0}) and predicted {args.steps}-step ParaDDPM speed-up ==")
+    print(f"  {'model':>8} {'params':>8} {'variant':>15} {f't({b0}) ms':>9} {f't({b1})/t({b0})':>10} {'window':>6} "
+          f"{'rounds':>6} {'speed-up':>8}")
+    for mname, res in results["models"].items():
+        for n, r in res["picard"].items():
+            c = res["seconds"][n]
+            print(f"  {mname:>8} {res['params'] / 1e6:>7.1f}M {n:>15} {c[b0] * 1e3:>9.2f} {c[b1] / c[b0]:>10.2f} "
+                  f"{r['window']:>6} {r['rounds']:>6} {r['speedup']:>7.2f}x")
     print(f"\n  load average at end {os.getloadavg()[0]:.2f}. Speed-ups (x) are eager / variant from the "
           f"same round-robin run; absolute ms depend on machine load.")
     return results
@@ -158,6 +212,7 @@ def parse_args(argv=None):
     p.add_argument("--variants", default=None, help="comma list of: " + ", ".join(VARIANTS))
     p.add_argument("--full", action="store_true", help="batches 1..128 and all variants incl. compiled")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    p.add_argument("--steps", type=int, default=100, help="denoising steps of the Picard table (default 100)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dynamic", default="none", choices=["none", "true", "false"],
@@ -176,6 +231,8 @@ def parse_args(argv=None):
     if bad:
         p.error(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
     args.dynamic = {"none": None, "true": True, "false": False}[args.dynamic]
+    if args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
     return args
 
 

@@ -29,3 +29,59 @@ def test_bench_chunk_rejects_unknown_names():
         bench_chunk.parse_args(["--paths", "eager,turbo"])
     with pytest.raises(SystemExit):
         bench_chunk.parse_args(["--samplers", "ddpm,fastest"])
+
+
+def test_lerobot_unet_config_is_lerobots_pusht_size():
+    """The benchmark's LeRobot-size UNet: global cond 2 x (32 keypoints x 2 + 2 state), ~251.5M parameters
+    (counted on the meta device: nothing is allocated)."""
+    import torch
+
+    from eval.bench_denoiser import MODELS
+    from parapolicy.model import ConditionalUnet1D
+
+    cfg = MODELS["lerobot"]
+    assert cfg["global_cond_dim"] == 132 and cfg["down_dims"] == (512, 1024, 2048)
+    assert cfg["diffusion_step_embed_dim"] == 128 and cfg["cond_predict_scale"]
+    with torch.device("meta"):
+        n = sum(p.numel() for p in ConditionalUnet1D(**cfg).parameters())
+    assert 250e6 < n < 253e6
+
+
+def test_bench_denoiser_prints_curves_and_picard_table(monkeypatch, tmp_path, capsys):
+    """End to end on two tiny UNets (one with LeRobot's conditioning sizes): curves, the auto window and the
+    predicted ParaDDPM speed-up per variant, and the side-by-side table; the Picard columns agree with the
+    cost model evaluated on the printed curves."""
+    import torch
+
+    from eval import bench_denoiser
+    from parapolicy.sampling.cost import CostModel, choose_window, predict
+
+    tiny = dict(input_dim=2, global_cond_dim=40, down_dims=(8, 16), kernel_size=5,
+                diffusion_step_embed_dim=16, n_groups=4, cond_predict_scale=True)
+    monkeypatch.setitem(bench_denoiser.MODELS, "tinyA", tiny)
+    monkeypatch.setitem(bench_denoiser.MODELS, "tinyB", dict(tiny, global_cond_dim=132, down_dims=(16, 32)))
+    out = tmp_path / "den.json"
+    bench_denoiser.main(["--models", "tinyA,tinyB", "--batches", "1,2,4", "--variants", "eager,fast32",
+                         "--warmup", "0", "--repeats", "1", "--steps", "10", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "ParaDDPM ms" in text and "DDPM-10 ms" in text and "side by side" in text
+    res = json.loads(out.read_text())
+    for m in ("tinyA", "tinyB"):
+        for variant in ("eager", "fast32"):
+            row = res["models"][m]["picard"][variant]
+            curve = {int(b): t for b, t in res["models"][m]["seconds"][variant].items()}
+            cost = CostModel(curve)
+            window, secs = choose_window(None, torch.zeros(1, 16, 2), None, 10, cost_model=cost)
+            assert row["window"] == window and 1 <= window <= 10
+            assert row["rounds"] == predict(cost, 10, window)[1]
+            assert abs(row["speedup"] - 10 * curve[1] / secs) < 1e-9
+            assert f"{m:>8}" in text
+
+
+def test_bench_denoiser_rejects_bad_arguments():
+    from eval import bench_denoiser
+
+    with pytest.raises(SystemExit):
+        bench_denoiser.parse_args(["--models", "shipped,huge"])
+    with pytest.raises(SystemExit):
+        bench_denoiser.parse_args(["--steps", "0"])

@@ -9,6 +9,7 @@
     image_shapes  {key: [C, H, W]} as the policy receives them
     shared        one encoder for every camera
     resize, crop  [h, w] or None; imagenet_norm bool (after the crop, DP's MultiImageObsEncoder)
+    center_crop   "round" (torchvision CenterCrop; default) or "floor" (DP's CropRandomizer at eval)
     num_kp, feature_dim, width, blocks, temperature   encoder sizes; norm "group" (default) or "batch"
     cond_order    the keys (cameras and low-dim keys) in the order their per-step features are concatenated
 
@@ -126,7 +127,7 @@ class ImageConditioner(nn.Module):
             b, to = x.shape[:2]
             x = x.reshape(b * to, *x.shape[2:]) * getattr(self, f"norm_scale_{i}") + getattr(self, f"norm_offset_{i}")
             prepped.append(preprocess(x, v.get("resize"), v.get("crop"), bool(v.get("imagenet_norm")), train,
-                                      generator))
+                                      generator, v.get("center_crop", "round")))
         b, to = images[self.image_keys[0]].shape[:2]
         if v.get("shared"):
             feats = self.encoders[0](torch.cat(prepped, 0)).reshape(len(prepped), b, to, -1)

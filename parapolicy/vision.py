@@ -197,17 +197,21 @@ class RobomimicVisualCore(nn.Module):
         return F.relu(self.nets(x))
 
 
-def center_crop_offsets(h: int, w: int, ch: int, cw: int) -> tuple[int, int]:
-    """torchvision CenterCrop's top/left: int(round((H - h) / 2)) (round half to even, as Python's round)."""
+def center_crop_offsets(h: int, w: int, ch: int, cw: int, rule: str = "round") -> tuple[int, int]:
+    """Top/left of a centre crop. rule "round": torchvision CenterCrop, int(round((H - h) / 2)) (Python's
+    round, half to even; also DP's CropRandomizer at eval, which calls torchvision's center_crop); "floor":
+    robomimic's ObsUtils.center_crop, (H - h) // 2. They differ only when H - h is odd."""
     if ch > h or cw > w:
         raise ValueError(f"crop {ch}x{cw} is larger than the image {h}x{w}")
+    if rule == "floor":
+        return (h - ch) // 2, (w - cw) // 2
     return int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
 
 
 def preprocess(x: torch.Tensor, resize=None, crop=None, imagenet: bool = False, train: bool = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, h, w): resize (bilinear, antialias), crop (centre; random per image when
-    `train`), ImageNet mean/std."""
+               generator: torch.Generator | None = None, center_rule: str = "round") -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, h, w): resize (bilinear, antialias), crop (centre by `center_rule`; random per
+    image when `train`), ImageNet mean/std."""
     if resize is not None:
         x = F.interpolate(x, size=tuple(int(s) for s in resize), mode="bilinear", align_corners=False,
                           antialias=True)
@@ -222,7 +226,7 @@ def preprocess(x: torch.Tensor, resize=None, crop=None, imagenet: bool = False, 
             x = torch.stack([x[i, :, t:t + ch, s:s + cw] for i, (t, s) in enumerate(zip(tops.tolist(),
                                                                                         lefts.tolist()))])
         else:
-            t, s = center_crop_offsets(h, w, ch, cw)
+            t, s = center_crop_offsets(h, w, ch, cw, center_rule)
             x = x[..., t:t + ch, s:s + cw]
     if imagenet:
         mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]

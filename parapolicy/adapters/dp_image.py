@@ -110,6 +110,7 @@ def load_dp_image(cfg: dict, sds: dict, where: str, path: str, get) -> LoadedChe
         resize = _one_shape(get("policy.obs_encoder.resize_shape", None), rgb, "resize_shape", where)
         crop = _one_shape(get("policy.obs_encoder.crop_shape", None), rgb, "crop_shape", where)
         imagenet = bool(get("policy.obs_encoder.imagenet_norm", False))
+        center = "round"  # CropRandomizer at eval and CenterCrop both call torchvision's center_crop
         prefixes = (["obs_encoder.key_model_map.rgb."] if shared
                     else [f"obs_encoder.key_model_map.{k}." for k in image_keys])
         vision = {"encoder": "dp_resnet", "style": "dp"}
@@ -125,6 +126,7 @@ def load_dp_image(cfg: dict, sds: dict, where: str, path: str, get) -> LoadedChe
         crop = _one_shape(get("policy.crop_shape", None), rgb, "crop_shape", where)
         prefixes = [f"obs_encoder.obs_nets.{k}." for k in image_keys]
         vision = {"encoder": "robomimic", "style": "dp_hybrid"}
+        center = "round"  # DP's CropRandomizer (eval_fixed_crop) at eval: torchvision's center_crop
 
     encoder_state = {}
     for i, prefix in enumerate(prefixes):
@@ -145,6 +147,7 @@ def load_dp_image(cfg: dict, sds: dict, where: str, path: str, get) -> LoadedChe
         layout.update(num_kp=int(kp.shape[0]), feature_dim=int(lin.shape[0]),
                       temperature=float(first.get("pool.temperature", torch.ones(1)).reshape(-1)[0]))
     vision.update(layout, image_keys=image_keys, shared=shared, resize=resize, crop=crop, imagenet_norm=imagenet,
+                  center_crop=center,
                   cond_order=cond_order, image_shapes={k: obs_meta[k][1] for k in image_keys})
 
     normalizer_state = {}

@@ -32,7 +32,9 @@ def save_policy_dir(path: str | os.PathLike, config: dict, model_state: dict, no
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     tensors.update({f"normalizer.{k}": v.detach().cpu().contiguous() for k, v in normalizer_state.items()})
-    tensors.update({f"encoder.{k}": v.detach().cpu().contiguous() for k, v in (encoder_state or {}).items()})
+    # cloned: robomimic's VisualCore registers the same modules twice (backbone.* and nets.0.*), and
+    # safetensors refuses tensors that share memory
+    tensors.update({f"encoder.{k}": v.detach().cpu().clone().contiguous() for k, v in (encoder_state or {}).items()})
     cfg = dict(config, format=FORMAT, format_version=FORMAT_VERSION)
     with atomic_dir(path) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})

@@ -349,3 +349,48 @@ def test_numpy_images_and_act_loop(dp_policy):
     dp_policy.reset()
     a = dp_policy.act({"image": obs["image"][0, 0], "agent_pos": obs["agent_pos"][0, 0]}, sampler="ddpm")
     assert a.shape == (A,)
+
+
+def test_image_checkpoint_converts_to_our_format(tmp_path):
+    """A loaded DP image checkpoint saved as a parapolicy directory (encoder tensors under `encoder.`) gives
+    the same actions."""
+    from parapolicy.checkpoint import load_checkpoint, save_policy_dir
+
+    path, *_ = _write_dp(tmp_path, "hybrid", ["image"], {"agent_pos": 2})
+    ck = load_checkpoint(path)
+    ours = save_policy_dir(tmp_path / "ours", ck.config, ck.model_state, ck.normalizer_state, ck.encoder_state)
+    obs = _good_obs(2)
+    init, step = _noise(2)
+    a = load_policy(path, fast="eager").predict_action(obs, sampler="ddpm", init_noise=init, step_noise=step)
+    b = load_policy(ours, fast="eager").predict_action(obs, sampler="ddpm", init_noise=init, step_noise=step)
+    assert torch.equal(a["action"], b["action"])
+
+
+def test_lerobot_batchnorm_backbone_uses_running_stats(tmp_path):
+    """use_group_norm=false (an ImageNet-initialised LeRobot backbone keeps BatchNorm): eval-mode BatchNorm with
+    the saved running statistics, checked against a functional batch_norm of the same tensors."""
+    import torch.nn.functional as F
+
+    d, tensors, mirror, stats = _lerobot_dir(tmp_path, "draccus", ["observation.image"], False, "buffers")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["use_group_norm"] = False
+    (d / "config.json").write_text(json.dumps(cfg))
+    g = torch.Generator().manual_seed(9)
+    for name in [k for k in tensors if k.startswith("diffusion.rgb_encoder.backbone.") and k.endswith(".bias")
+                 and ("bn" in k or k.split(".")[-2] in ("1",))]:
+        head = name[: -len(".bias")]
+        c = tensors[name].numel()
+        tensors[head + ".running_mean"] = 0.1 * torch.randn(c, generator=g)
+        tensors[head + ".running_var"] = 0.5 + torch.rand(c, generator=g)
+        tensors[head + ".num_batches_tracked"] = torch.tensor(100)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "model.safetensors"))
+    policy = load_policy(d, fast="eager")
+    assert policy.config["vision"]["norm"] == "batch"
+    enc = policy.vision.encoders[0]
+    x = torch.rand(2, 3, 84, 84, generator=g)
+    p = "diffusion.rgb_encoder.backbone."
+    want = F.batch_norm(F.conv2d(x, tensors[p + "0.weight"], stride=2, padding=3), tensors[p + "1.running_mean"],
+                        tensors[p + "1.running_var"], tensors[p + "1.weight"], tensors[p + "1.bias"], False, 0.0, 1e-5)
+    with torch.no_grad():
+        got = enc.backbone[1](enc.backbone[0](x))
+    assert torch.allclose(got, want, atol=1e-5)

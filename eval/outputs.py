@@ -110,6 +110,13 @@ def results_markdown(results: dict) -> str:
             s, c = p["max_reward"], p["success"]
             text += (f"| {label} | {s['n']} | {fmt_value(s['mean'], '{:+.3f}')}{fmt_ci([s['lo'], s['hi']])} "
                      f"| {fmt_value(c['mean'], '{:+.1f}')}{fmt_ci([c['lo'], c['hi']], '{:+.1f}')} |\n")
+    if any((m.get("encoder_ms") or {}).get("n") for m in results["samplers"].values()):
+        text += ("\nLatency split per chunk (batch 1, ms p50 / p95): the condition (image encoders, normalisation) "
+                 "runs once per chunk, before the sampler.\n\n| sampler | encoder | denoising |\n|---|---|---|\n")
+        for label, m in results["samplers"].items():
+            e, d = m.get("encoder_ms") or {}, m.get("denoise_ms") or {}
+            text += (f"| {label} | {fmt_value(e.get('p50'), '{:.1f}')} / {fmt_value(e.get('p95'), '{:.1f}')} "
+                     f"| {fmt_value(d.get('p50'), '{:.1f}')} / {fmt_value(d.get('p95'), '{:.1f}')} |\n")
     lat_src = {m["latency_source"] for m in results["samplers"].values()}
     text += (f"\nLatency source: {', '.join(sorted(lat_src))} (see docs/eval.md). "
              f"Mode: {'latency-aware (realtime)' if results['config'].get('realtime') else 'lock-step'}. "

@@ -47,6 +47,9 @@ class CallRecord:
     nfe: float
     capped: bool = False
     warmup: bool = False
+    encoder_ms: float | None = None
+    """time of the condition (image encoders + normalisation) inside the call; denoise_ms the sampler's"""
+    denoise_ms: float | None = None
 
 
 @dataclass
@@ -103,10 +106,17 @@ def n_sampler_steps(policy, sampler) -> int:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _obs_dict(policy, windows: list[np.ndarray]) -> dict:
-    """Stack per-episode observation windows (n_obs_steps, obs_dim) into {key: (B, n_obs_steps, obs_dim)}."""
+    """Stack per-episode observation windows (n_obs_steps, obs_dim) into {key: (B, n_obs_steps, obs_dim)}.
+    Image policies: windows of flattened pixel observations (see `_flat_obs`) -> `image_obs`."""
+    if getattr(policy, "vision", None) is not None:
+        return image_obs(policy, np.stack(windows))
     if len(policy.obs_keys) != 1:
         raise ValueError(f"the eval harness feeds flat observations to one key; policy reads {policy.obs_keys}")
     return {policy.obs_keys[0]: torch.as_tensor(np.stack(windows), dtype=torch.float32)}
+
+
+def _ms(seconds) -> float | None:
+    return None if seconds is None else float(seconds) * 1e3
 
 
 def _call_stats(stats, n_steps: int) -> tuple[float, float, bool]:
@@ -178,9 +188,33 @@ class _Slot:
 
 
 def _flat_obs(obs) -> np.ndarray:
+    """One observation as a flat float32 vector; the pixel env's {"pixels" (H, W, 3) uint8, "agent_pos" (2,)}
+    becomes [pixels.ravel(), agent_pos] (pixel values 0-255, exact in float32; agent xy last, as in keypoint
+    observations, which the realtime mode's default hold target reads)."""
     if isinstance(obs, dict):
-        raise ValueError("dict observations are not supported by the eval harness yet; use obs_type=keypoints")
+        if set(obs) != {"pixels", "agent_pos"}:
+            raise ValueError(f"dict observations must be the pixel env's {{pixels, agent_pos}}, got {sorted(obs)}")
+        return np.concatenate([np.asarray(obs["pixels"], dtype=np.float32).reshape(-1),
+                               np.asarray(obs["agent_pos"], dtype=np.float32).reshape(-1)])
     return np.asarray(obs, dtype=np.float32).reshape(-1)
+
+
+def image_obs(policy, windows: np.ndarray) -> dict:
+    """(B, To, H*W*3 + 2) flattened pixel-env windows -> the image policy's own keys: its camera (B, To, 3, H,
+    W) float in [0, 1] and its low-dim key (B, To, 2) (agent position in pixels). One camera, one state key."""
+    cams = policy.vision.image_keys
+    low = [k for k in policy.vision.cond_order if k not in cams]
+    if len(cams) != 1 or len(low) != 1 or policy.obs_dims[low[0]] != 2:
+        raise ValueError(f"the pixel Push-T env gives one camera and the agent position; this policy reads "
+                         f"cameras {cams} and low-dim keys {low}")
+    c, h, w = policy.vision.image_shapes[cams[0]]
+    b, to, d = windows.shape
+    if d != 2 + h * w * c:
+        raise ValueError(f"pixel observations of {d - 2} values do not fit the policy's camera {c}x{h}x{w}; "
+                         f"set env.observation_size={h}")
+    img = torch.from_numpy(np.ascontiguousarray(windows[..., :-2])).reshape(b, to, h, w, c)
+    return {cams[0]: img.permute(0, 1, 4, 2, 3).div(255.0),
+            low[0]: torch.from_numpy(np.ascontiguousarray(windows[..., -2:]))}
 
 
 def _reset(env, seed: int, n_obs_steps: int) -> deque:
@@ -261,8 +295,10 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
         traj = out.get("trajectory")
         for i, s in enumerate(group):
             nfe_i = float(per_sample[i]) if per_sample is not None and len(per_sample) == len(group) else nfe
+            tm = out.get("timing") or {}
             s.result.calls.append(CallRecord(step=s.result.steps, batch=len(group), ms=ms, rounds=rounds,
-                                             nfe=nfe_i, capped=capped, warmup=warm))
+                                             nfe=nfe_i, capped=capped, warmup=warm,
+                                             encoder_ms=_ms(tm.get("encoder_s")), denoise_ms=_ms(tm.get("denoise_s"))))
             if probe_every and s.chunk % probe_every == 0:
                 s.result.probe_obs.append([noise_chunks[i], windows[i].tolist()])
             s.traj = traj[:, i:i + 1] if traj is not None else None
@@ -399,11 +435,13 @@ def probe(policy, samplers: dict, windows: list[tuple[int, int, list]], warmup: 
     samplers: {label: SamplerConfig}; windows: [(seed, chunk, window (n_obs_steps, obs_dim))]. Each window is
     run through every sampler (interleaved, cold start) with that (seed, chunk)'s noise, and through the
     sequential sampler of the same family and step count on the same noise (the reference).
-    -> {label: {"latency_ms": [...] (first `warmup` calls excluded), "rounds": [...], "nfe": [...],
+    -> {label: {"latency_ms": [...] (first `warmup` calls excluded), "encoder_ms", "denoise_ms": [...] (the
+                split inside predict_action), "rounds": [...], "nfe": [...],
                 "max_action_error": max |a - a_ref| over executed actions in env units, or None}}"""
     from parapolicy.policy import SamplerConfig
 
-    out = {k: {"latency_ms": [], "rounds": [], "nfe": [], "max_action_error": None} for k in samplers}
+    out = {k: {"latency_ms": [], "encoder_ms": [], "denoise_ms": [], "rounds": [], "nfe": [],
+               "max_action_error": None} for k in samplers}
     refs: dict = {}
     for i, (seed, chunk, window) in enumerate(windows):
         w = np.asarray(window, dtype=np.float32)
@@ -412,6 +450,10 @@ def probe(policy, samplers: dict, windows: list[tuple[int, int, list]], warmup: 
             rounds, nfe, _ = _call_stats(res["stats"], n_sampler_steps(policy, cfg))
             if i >= warmup:
                 out[label]["latency_ms"].append(ms)
+                tm = res.get("timing") or {}
+                if tm:
+                    out[label]["encoder_ms"].append(_ms(tm["encoder_s"]))
+                    out[label]["denoise_ms"].append(_ms(tm["denoise_s"]))
                 out[label]["rounds"].append(rounds)
                 out[label]["nfe"].append(nfe)
             key = (cfg.family, cfg.num_inference_steps, i)

@@ -258,6 +258,13 @@ def aggregate(ec: EvalConfig, samplers: dict, keys: dict, records: list[dict], p
         m["n_errors"] = len(eps) - len(ok)
         m["errors"] = [{"seed": e["seed"], "error": e["error"]} for e in eps if e["status"] != "ok"][:10]
         m["vectorised_call_ms"] = summary([c["ms"] for c in calls if not c["warmup"]])
+        # latency split of one call (batch 1, same source as latency_ms): condition (image encoders) / sampler
+        for part in ("encoder_ms", "denoise_ms"):
+            if source.startswith("rollout"):
+                vals = [c.get(part) for c in calls if not c["warmup"] and c["batch"] == 1]
+            else:
+                vals = (probe_out or {}).get(label, {}).get(part, [])
+            m[part] = summary([v for v in vals if v is not None])
         if ec.realtime:
             m["held_steps_per_episode"] = sum(e["held_steps"] for e in ok) / max(1, len(ok))
             m["dropped_actions_per_episode"] = sum(e["dropped_actions"] for e in ok) / max(1, len(ok))
@@ -302,6 +309,11 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
         policy = load_policy(ec.policy["path"], device=ec.device, fast=ec.fast_denoiser)
     except (FileNotFoundError, ValueError) as e:
         raise _err("policy.path", str(e)) from None
+    if getattr(policy, "vision", None) is not None and ec.env.get("obs_type") != "pixels":
+        # the env observation type follows the policy: an image policy reads the pixel env
+        print(f"policy {ec.policy['path']} reads images: env.obs_type {ec.env.get('obs_type')!r} -> 'pixels'",
+              file=sys.stderr)
+        ec.env = dict(ec.env, obs_type="pixels")
     make_env = make_env_factory(ec.env, ec.max_steps)
     try:
         probe_env = make_env()
@@ -322,6 +334,8 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
     ref = reference_label(samplers)
     video_seeds = set(seeds[:ec.videos])
     probe_every = max(1, ec.max_steps // policy.n_action_steps // 4)  # ~4 windows per episode
+    image_policy = getattr(policy, "vision", None) is not None
+    keep_probe_episodes = -(-(ec.probe_calls + ec.warmup_calls) // 4) + 1
     counter = CallCounter(ec.warmup_calls)
     config_record = {**dataclasses.asdict(ec), "samplers_resolved": {k: dataclasses.asdict(v)
                                                                       for k, v in samplers.items()},
@@ -338,8 +352,8 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
         def f(res, frames):
             rec = res.to_dict()
             rec.update(key=keys[label], time=time.time())
-            if label != ref:
-                rec["probe_obs"] = []
+            if label != ref or (image_policy and res.seed >= ec.seed_start + keep_probe_episodes):
+                rec["probe_obs"] = []  # image windows are ~0.3 MB of JSON each: keep only what the probe uses
             outputs.append_jsonl(ep_path, rec)
             records.append(rec)
             if frames:
@@ -421,7 +435,8 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
              "config": config_record, "versions": versions(), "interrupted": interrupted,
              "denoiser": policy.inference,
              "run_seconds_this_process": run_s, "keys": keys,
-             "probe": {k: {kk: vv for kk, vv in v.items() if kk != "latency_ms"} for k, v in (probe_out or {}).items()}}
+             "probe": {k: {kk: vv for kk, vv in v.items() if kk not in ("latency_ms", "encoder_ms", "denoise_ms")}
+                       for k, v in (probe_out or {}).items()}}
     results, latencies = aggregate(ec, samplers, keys, records, probe_out, extra)
     outputs.write_json(out / "results.json", results)
     md = outputs.results_markdown(results)

@@ -23,13 +23,18 @@ FORMAT = "parapolicy"
 FORMAT_VERSION = 1
 
 
-def save_policy_dir(path: str | os.PathLike, config: dict, model_state: dict, normalizer_state: dict) -> Path:
+def save_policy_dir(path: str | os.PathLike, config: dict, model_state: dict, normalizer_state: dict,
+                    encoder_state: dict | None = None) -> Path:
+    """encoder_state: image policies' `LoadedCheckpoint.encoder_state`, stored as "encoder.<name>"."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     tensors.update({f"normalizer.{k}": v.detach().cpu().contiguous() for k, v in normalizer_state.items()})
+    # cloned: robomimic's VisualCore registers the same modules twice (backbone.* and nets.0.*), and
+    # safetensors refuses tensors that share memory
+    tensors.update({f"encoder.{k}": v.detach().cpu().clone().contiguous() for k, v in (encoder_state or {}).items()})
     cfg = dict(config, format=FORMAT, format_version=FORMAT_VERSION)
     with atomic_dir(path) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
@@ -77,6 +82,8 @@ class LoadedCheckpoint:
     model_state: ConditionalUnet1D state_dict (our parameter names).
     normalizer_state: LinearNormalizer state_dict with one entry per obs key and "action".
     source: "parapolicy", "diffusion_policy_ckpt" or "lerobot", and `path` it came from.
+    encoder_state: image policies only (config["vision"], see parapolicy.image_cond): the camera encoders'
+        tensors `encoders.<i>.*` and the image normalisation `norm_scale_<i>`, `norm_offset_<i>`.
     """
 
     config: dict
@@ -84,6 +91,7 @@ class LoadedCheckpoint:
     normalizer_state: dict[str, torch.Tensor]
     source: str
     path: str = ""
+    encoder_state: dict[str, torch.Tensor] | None = None
 
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -127,7 +135,13 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     fmt = detect_format(p)
     if fmt == "parapolicy":
         cfg, model, norm = load_policy_dir(p)
-        return LoadedCheckpoint(complete_config(cfg), model, norm, "parapolicy", str(p))
+        enc = None
+        if cfg.get("vision"):
+            from safetensors.torch import load_file
+
+            enc = {k[len("encoder."):]: v for k, v in load_file(str(p / "model.safetensors")).items()
+                   if k.startswith("encoder.")}
+        return LoadedCheckpoint(complete_config(cfg), model, norm, "parapolicy", str(p), encoder_state=enc)
     if fmt == "lerobot":
         from parapolicy.adapters.lerobot import load_lerobot_dir
         return load_lerobot_dir(p)

@@ -104,11 +104,13 @@ class DiffusionPolicy:
     """
 
     def __init__(self, model: torch.nn.Module, normalizer: LinearNormalizer, config: dict, device="cpu",
-                 source: str = "", path: str = ""):
+                 source: str = "", path: str = "", vision=None):
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.normalizer = normalizer.to(self.device)
+        # image policies: cameras -> features (parapolicy.image_cond.ImageConditioner), None for low-dim
+        self.vision = None if vision is None else vision.to(self.device).eval()
         self.source, self.path = source, path
         self.horizon = int(config["horizon"])
         self.n_obs_steps = int(config["n_obs_steps"])
@@ -141,10 +143,17 @@ class DiffusionPolicy:
                              f"config: {str(e).splitlines()[0]}") from e
         normalizer = LinearNormalizer().load_flat_state(ckpt.normalizer_state)
         names = cfg.get("normalizer_keys", {})
-        for key in list(cfg["obs_keys"]) + ["action"]:
+        vision = None
+        if cfg.get("vision"):
+            from parapolicy.image_cond import ImageConditioner
+
+            vision = ImageConditioner(cfg["vision"])
+            vision.load_encoder_state(ckpt.encoder_state or {}, where=f"{ckpt.path or ckpt.source}: ")
+        images = set(cfg["vision"]["image_keys"]) if vision is not None else set()
+        for key in [k for k in cfg["obs_keys"] if k not in images] + ["action"]:
             if names.get(key, key) not in normalizer.keys():
                 raise ValueError(f"checkpoint {ckpt.path} has no normaliser for '{key}'")
-        return cls(model, normalizer, cfg, device=device, source=ckpt.source, path=ckpt.path)
+        return cls(model, normalizer, cfg, device=device, source=ckpt.source, path=ckpt.path, vision=vision)
 
     def use_denoiser(self, module, name: str = "custom") -> None:
         """Replace the UNet call (same signature as ConditionalUnet1D.forward), e.g. by a fast inference
@@ -205,7 +214,10 @@ class DiffusionPolicy:
     # ---------------------------------------------------------------------------------------- inference
     def normalized_condition(self, obs: dict) -> torch.Tensor:
         """obs {key: (B, n_obs_steps, dim)} in env units -> (B, n_obs_steps * obs_dim) normalised, features
-        of one step concatenated in `obs_keys` order, then steps flattened (Diffusion Policy and LeRobot)."""
+        of one step concatenated in `obs_keys` order, then steps flattened (Diffusion Policy and LeRobot).
+        Image policies: cameras (B, n_obs_steps, C, H, W) float in [0, 1] are encoded (`self.vision`)."""
+        if self.vision is not None:
+            return self.vision.condition(obs, self)
         if not isinstance(obs, dict):
             raise ValueError(f"observations must be a dict with keys {self.obs_keys}, got {type(obs).__name__}")
         missing = [k for k in self.obs_keys if k not in obs]
@@ -245,8 +257,8 @@ class DiffusionPolicy:
         if cfg.parallel and cfg.window == "auto":
             steps = len(self.scheduler(cfg.family, cfg.num_inference_steps).timesteps)
             x = torch.zeros(batch, self.horizon, self.input_dim, device=self.device)
-            c = torch.zeros(batch, self.n_obs_steps * self.obs_dim, device=self.device) if self.global_cond \
-                else None
+            c = (torch.zeros(batch, int(self.config["model"]["global_cond_dim"]), device=self.device)
+                 if self.global_cond else torch.zeros(batch, self.n_obs_steps * self.obs_dim, device=self.device))
             self._refresh_fast()
             self.cost_model(x, c, steps)
 
@@ -256,7 +268,8 @@ class DiffusionPolicy:
                        init: torch.Tensor | None = None, clock: Callable[[], float] | None = None) -> dict:
         """obs {key: (B, n_obs_steps, dim)} env units -> {"action": (B, n_action_steps, Da),
         "action_pred": (B, horizon, Da), "stats": PicardStats (every sampler; iterations = rounds or steps),
-        "trajectory": (S+1, B, H, D) or None}.
+        "trajectory": (S+1, B, H, D), "timing": {"encoder_s": condition (image encoders, normalisation),
+        "denoise_s": sampler}}.
 
         sampler: a name, a dict of SamplerConfig fields or a SamplerConfig (None: the parallel version of the
         checkpoint's own sampler: paraddpm; paraddim for LeRobot DDIM policies). Its `max_iters` and
@@ -271,7 +284,10 @@ class DiffusionPolicy:
         clock = clock or time.monotonic
         start = clock()
         cfg = as_sampler_config(sampler or self.default_sampler)
+        t0 = time.perf_counter()
         cond = self.normalized_condition(obs)
+        _sync(self.device)
+        t1 = time.perf_counter()
         self._refresh_fast()
         b = cond.shape[0]
         shape = (b, self.horizon, self.input_dim)
@@ -297,9 +313,11 @@ class DiffusionPolicy:
                 raise ValueError(f"init (a warm-start trajectory) is for Picard samplers, not {cfg.name!r}")
             x0, stats = sample_sequential(self.denoiser, sch, init_noise, return_stats=True, **common)
         action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], self._norm_key["action"])
+        _sync(self.device)
+        timing = {"encoder_s": t1 - t0, "denoise_s": time.perf_counter() - t1}
         s = self.action_start
         return {"action": action_pred[:, s:s + self.n_action_steps], "action_pred": action_pred,
-                "stats": stats, "trajectory": stats.trajectory}
+                "stats": stats, "trajectory": stats.trajectory, "timing": timing}
 
     def shift_trajectory(self, trajectory: torch.Tensor, n_executed: int, sampler=None) -> torch.Tensor:
         """Warm-start guess (S+1, B, H, D) for the next chunk: `trajectory` (a previous `out["trajectory"]`)
@@ -352,6 +370,11 @@ class DiffusionPolicy:
             self.last_output = out
             self._queue.extend(out["action"][0])
         return self._queue.popleft()
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def load_policy(path, device="cpu", fast="auto") -> DiffusionPolicy:

@@ -456,8 +456,6 @@ def test_truncated_and_corrupt_files(tmp_path):
 @pytest.mark.parametrize(
     "target",
     [
-        "diffusion_policy.policy.diffusion_unet_hybrid_image_policy.DiffusionUnetHybridImagePolicy",
-        "diffusion_policy.policy.diffusion_unet_image_policy.DiffusionUnetImagePolicy",
         "diffusion_policy.policy.diffusion_transformer_lowdim_policy.DiffusionTransformerLowdimPolicy",
         "diffusion_policy.policy.bet_lowdim_policy.BETLowdimPolicy",
     ],

@@ -447,10 +447,11 @@ def test_other_policy_types_refused(tmp_path, ptype):
         load_lerobot_dir(d)
 
 
-def test_image_policy_refused(tmp_path):
+def test_image_policy_without_encoder_weights_refused(tmp_path):
+    """Image features are loaded (tests/test_vision.py); weights without the rgb encoder are named."""
     cfg = base_config()
     cfg["input_features"]["observation.image"] = {"type": "VISUAL", "shape": [3, 96, 96]}
-    with pytest.raises(ValueError, match=r"image-conditioned.*observation\.image"):
+    with pytest.raises(ValueError, match=r"no 'diffusion\.rgb_encoder\.\*' tensors.*observation\.image"):
         load_lerobot_dir(write_dir(tmp_path, cfg, mirror_unet(), make_stats()))
 
 

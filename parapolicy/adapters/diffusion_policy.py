@@ -21,7 +21,8 @@ weights' shapes and cross-checked against cfg.policy.model where cfg gives a pla
 references are resolved in cfg; resolvers such as `${eval:...}` are never run (cfg values that need one
 fall back to the weights or to the top-level keys they were computed from).
 
-Refused with a message: any other policy class (image/hybrid policies, the transformer backbone, BET, IBC),
+Image policies (DiffusionUnetImagePolicy, DiffusionUnetHybridImagePolicy) are read by `dp_image.load_dp_image`.
+Refused with a message: any other policy class (the transformer backbone, BET, IBC),
 `obs_as_local_cond`, `pred_action_steps_only`, a noise scheduler other than diffusers' DDPMScheduler, and
 extra policy kwargs (DP forwards them to `scheduler.step`).
 """
@@ -39,6 +40,7 @@ from parapolicy.adapters.safe_unpickle import safe_torch_load
 from parapolicy.checkpoint import LoadedCheckpoint, complete_config
 
 SUPPORTED_POLICY = "DiffusionUnetLowdimPolicy"
+IMAGE_POLICIES = ("DiffusionUnetImagePolicy", "DiffusionUnetHybridImagePolicy")  # adapters/dp_image.py
 _POLICY_KEYS = {
     "_target_",
     "model",
@@ -153,10 +155,17 @@ def load_dp_ckpt(path: str | os.PathLike) -> LoadedCheckpoint:
 
     # 1. Policy type and options we can reproduce.
     target = _get(cfg, "policy._target_", "", where)
+    if _class_name(target) in IMAGE_POLICIES:
+        from parapolicy.adapters.dp_image import load_dp_image
+
+        sds = payload["state_dicts"]
+        if not isinstance(sds, dict) or not (sds.get("ema_model") or sds.get("model")):
+            raise ValueError(f"{where}: state_dicts has neither 'ema_model' nor 'model'")
+        return load_dp_image(cfg, sds, where, str(path), lambda d, default=None: _get(cfg, d, default, where))
     if _class_name(target) != SUPPORTED_POLICY:
         raise ValueError(
             f"{where}: policy type {target!r} is not supported; parapolicy loads "
-            f"{SUPPORTED_POLICY} (low-dim observations, ConditionalUnet1D backbone) only"
+            f"{SUPPORTED_POLICY} and {', '.join(IMAGE_POLICIES)} (ConditionalUnet1D backbone) only"
         )
     model_target = _get(cfg, "policy.model._target_", "", where)
     if _class_name(model_target) != "ConditionalUnet1D":

@@ -38,8 +38,15 @@ cond = cat([state, (image features), env_state], -1).flatten(1) over n_obs_steps
 ["observation.state", "observation.environment_state"] and the policy builds
 cond = cat([normalised obs[k] for k in obs_keys], -1).flatten(1). Executed actions start at n_obs_steps - 1.
 
-Refused with a message: policy types other than "diffusion" (act, vqbet, tdmpc, pi0, ...), image features
-(the ResNet encoder is not ported), weights without a `diffusion.unet.` UNet.
+Image features (VISUAL, `observation.image` / `observation.images.<cam>`): the rgb encoder (shared:
+`diffusion.rgb_encoder.*`; use_separate_rgb_encoder_per_camera: `diffusion.rgb_encoder.<i>.*`) goes to
+LoadedCheckpoint.encoder_state, config["vision"] describes it (parapolicy.image_cond; resize_shape, crop_shape
+centre-cropped at eval, spatial_softmax_num_keypoints, use_group_norm False = BatchNorm with running stats);
+images are normalised per channel by their mode (default mapping VISUAL: MEAN_STD) before resize and crop.
+Per step cond = [state, camera features in input order, env state], as `_prepare_global_conditioning`.
+
+Refused with a message: policy types other than "diffusion" (act, vqbet, tdmpc, pi0, ...), vision backbones
+other than resnet18, cameras of different shapes, weights without a `diffusion.unet.` UNet.
 """
 
 from __future__ import annotations
@@ -241,23 +248,22 @@ def load_lerobot_dir(path: str | os.PathLike) -> LoadedCheckpoint:
         )
     ins, outs, layout = _parse_features(cfg, where)
     images = [k for k, (t, _) in ins.items() if t == "VISUAL"]
-    if images:
-        raise ValueError(
-            f"{where}: image-conditioned DiffusionPolicy (features {images}) is not supported; "
-            "parapolicy loads state-based policies (observation.state + "
-            "observation.environment_state) only"
-        )
+    vision = _vision_config(cfg, {k: ins[k][1] for k in images}, where) if images else None
     if STATE not in ins:
         raise ValueError(f"{where}: input features lack {STATE!r} (have {sorted(ins)})")
     if ACTION not in outs:
         raise ValueError(f"{where}: output features lack 'action' (have {sorted(outs)})")
     env_keys = [k for k, (t, _) in ins.items() if t == "ENV"]
-    obs_keys = [STATE] + env_keys[:1]  # LeRobot's order: state, (images), env state
-    dims = {k: int(torch.tensor(ins[k][1]).prod()) for k in obs_keys}
+    obs_keys = [STATE] + images + env_keys[:1]  # LeRobot's order: state, images, env state
+    dims = {k: 2 * int(vision["num_kp"]) if k in images else int(torch.tensor(ins[k][1]).prod())
+            for k in obs_keys}
+    if vision:
+        vision["cond_order"] = list(obs_keys)
     action_dim = int(torch.tensor(outs[ACTION][1]).prod())
 
     # 2. Weights.
     tensors = _read_safetensors(w_path)
+    encoder_state = _encoder_state(tensors, vision, w_path) if vision else None
     unet = {
         lerobot_to_ours(k[len(UNET_PREFIX) :]): v.contiguous()
         for k, v in tensors.items()
@@ -313,6 +319,13 @@ def load_lerobot_dir(path: str | os.PathLike) -> LoadedCheckpoint:
                 )
             stats, eps, legacy = (step[0].get(key, {}) if step else {}), (step[2] if step else EPS), False
             src = f"{path} (processor stats)"
+        if key in images:  # per channel, into the image conditioner (LeRobot stats are (C, 1, 1))
+            i, c = images.index(key), int(ins[key][1][0])
+            scale, offset = affine_from_stats(
+                stats, modes[key], c, output=False, legacy=legacy, eps=eps, where=f"{src} {key!r}"
+            )
+            encoder_state[f"norm_scale_{i}"], encoder_state[f"norm_offset_{i}"] = scale, offset
+            continue
         scale, offset = affine_from_stats(
             stats, modes[key], dim, output=output, legacy=legacy, eps=eps, where=f"{src} {key!r}"
         )
@@ -360,4 +373,58 @@ def load_lerobot_dir(path: str | os.PathLike) -> LoadedCheckpoint:
         "num_inference_steps": int(num_inference_steps),
         "default_sampler": sched_type.lower(),
     }
-    return LoadedCheckpoint(complete_config(config), unet, normalizer_state, "lerobot", str(path))
+    if vision:
+        config["vision"] = vision
+    return LoadedCheckpoint(complete_config(config), unet, normalizer_state, "lerobot", str(path),
+                            encoder_state=encoder_state)
+
+
+ENCODER_PREFIX = "diffusion.rgb_encoder."
+
+
+def _vision_config(cfg: dict, shapes: dict, where: str) -> dict:
+    """config["vision"] (parapolicy.image_cond) of a LeRobot image policy; ValueError for what is not
+    reproduced."""
+    backbone = cfg.get("vision_backbone", "resnet18")
+    if backbone != "resnet18":
+        raise ValueError(f"{where}: vision_backbone {backbone!r} is not supported (resnet18 only)")
+    if len({tuple(v) for v in shapes.values()}) != 1:
+        raise ValueError(f"{where}: cameras have different shapes {shapes}; LeRobot requires one shape")
+    c = int(next(iter(shapes.values()))[0])
+    if c != 3:
+        raise ValueError(f"{where}: image features must have 3 channels (C, H, W), got {shapes}")
+    crop, resize = cfg.get("crop_shape"), cfg.get("resize_shape")
+    return {
+        "style": "lerobot",
+        "encoder": "lerobot",
+        "image_keys": list(shapes),
+        "image_shapes": {k: [int(s) for s in v] for k, v in shapes.items()},
+        "shared": not bool(cfg.get("use_separate_rgb_encoder_per_camera", False)),
+        "resize": None if resize is None else [int(s) for s in resize],
+        "crop": None if crop is None else [int(s) for s in crop],
+        "imagenet_norm": False,
+        "num_kp": int(cfg.get("spatial_softmax_num_keypoints", 32)),
+        "width": 64,
+        "blocks": [2, 2, 2, 2],
+        "norm": "group" if cfg.get("use_group_norm", True) else "batch",
+        "cond_order": [STATE, *shapes],  # env state appended by load_lerobot_dir when present
+    }
+
+
+def _encoder_state(tensors: dict, vision: dict, w_path) -> dict:
+    """`diffusion.rgb_encoder.*` (shared) or `diffusion.rgb_encoder.<i>.*` (one per camera) -> encoders.<i>.*"""
+    sub = {k[len(ENCODER_PREFIX):]: v.contiguous() for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
+    if not sub:
+        raise ValueError(f"{w_path}: no '{ENCODER_PREFIX}*' tensors for the image features "
+                         f"{vision['image_keys']}")
+    if vision["shared"]:
+        if "backbone.0.weight" not in sub:
+            raise ValueError(f"{w_path}: no {ENCODER_PREFIX}backbone.0.weight (shared encoder); set "
+                             "use_separate_rgb_encoder_per_camera if the weights hold one encoder per camera")
+        return {f"encoders.0.{k}": v for k, v in sub.items()}
+    n = len(vision["image_keys"])
+    for i in range(n):
+        if f"{i}.backbone.0.weight" not in sub:
+            raise ValueError(f"{w_path}: no {ENCODER_PREFIX}{i}.backbone.0.weight for camera "
+                             f"{vision['image_keys'][i]!r} (one encoder per camera)")
+    return {f"encoders.{k}": v for k, v in sub.items()}

@@ -28,9 +28,15 @@ class FakePolicy:
         self.calls: list[dict] = []
 
     def predict_action(self, obs_dict, sampler="paraddpm", generator=None, init_noise=None, step_noise=None,
-                       init=None, max_iters=None, deadline=None):
+                       init=None, clock=None):
+        from parapolicy.sampler_config import as_sampler_config
+
+        sc = as_sampler_config(sampler)
         c = len(self.calls)
-        now = self.clock() if self.clock is not None else None
+        read = clock or self.clock
+        now = read() if read is not None else None
+        max_iters = sc.max_iters
+        deadline = None if sc.time_budget is None or now is None else now + sc.time_budget
         self.calls.append(dict(obs={k: v.clone() for k, v in obs_dict.items()}, sampler=sampler, init=init,
                                max_iters=max_iters, deadline=deadline, t_start=now,
                                thread=threading.current_thread().name,

@@ -29,7 +29,12 @@ from tests.runtime_fakes import FakePolicy, decode, obs_at
 DT = 0.1
 
 
-def make_runner(latency=0.0, policy_kw=None, **cfg):
+def make_runner(latency=0.0, policy_kw=None, latency_budget=None, max_iters=None, **cfg):
+    """latency_budget / max_iters: the sampler's time_budget / max_iters (SamplerConfig is their home)."""
+    from parapolicy.sampler_config import as_sampler_config
+
+    cfg["sampler"] = as_sampler_config(cfg.get("sampler", "paraddpm")).replace(time_budget=latency_budget,
+                                                                               max_iters=max_iters)
     clock = FakeClock(0.0)
     policy = FakePolicy(clock, latency=latency, **(policy_kw or {}))
     runner = Runner(policy, RunnerConfig(dt=DT, **cfg), executor=SimulatedExecutor(clock), clock=clock)
@@ -224,7 +229,7 @@ def test_warm_start_passes_previous_trajectory_and_same_noise():
     c0, c1, c2 = policy.calls
     assert c0["init"] is None and float(c1["init"]) == 0.0 and float(c2["init"]) == 1.0
     assert torch.equal(c0["noise"], c1["noise"]) and torch.equal(c1["noise"], c2["noise"])
-    assert c0["sampler"] == "paraddim"
+    assert c0["sampler"].name == "paraddim"
     assert [r.warm_started for r in runner.telemetry.chunks] == [False, True, True]
 
 
@@ -339,7 +344,8 @@ def test_bad_inputs_raise_clear_errors():
         runner.step({"obs": np.zeros(19)}, 0.1)
     with pytest.raises(ValueError, match="initial_action"):
         runner.reset(initial_action=[np.nan, 0.0])
-    for bad in [dict(dt=0), dict(overlap="x"), dict(latency_budget=-1), dict(max_iters=0), dict(refill_at=-1),
+    for bad in [dict(dt=0), dict(overlap="x"), dict(sampler={"time_budget": -1}), dict(sampler={"max_iters": 0}),
+                dict(sampler="turbo"), dict(refill_at=-1),
                 dict(on_bad_obs="panic"), dict(aggregate_weight=2.0), dict(max_consecutive_failures=0),
                 dict(budget_margin="auto"), dict(budget_margin=-0.1)]:
         with pytest.raises(ValueError, match="RunnerConfig"):

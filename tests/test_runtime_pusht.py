@@ -28,7 +28,7 @@ class DriftPolicy:
         self.overshoot, self.n_calls = overshoot, 0
 
     def predict_action(self, obs_dict, sampler="paraddpm", generator=None, init_noise=None, step_noise=None,
-                       init=None, max_iters=None, deadline=None):
+                       init=None, clock=None):
         self.n_calls += 1
         agent = obs_dict["obs"][:, -1, -2:].double()  # (B, 2)
         steps = torch.arange(1.0, 9.0, dtype=torch.float64)[:, None] * torch.tensor([6.0, 4.0]).double()

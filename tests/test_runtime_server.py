@@ -75,7 +75,8 @@ def test_warm_start_by_reference_and_seed(served):
 def test_deadline_is_sent_as_remaining_budget(served):
     server_policy = FakePolicy()
     srv = served(server_policy)
-    run_ticks(RemotePolicy(srv.endpoint), 1, refill_at=0, latency_budget=0.5, budget_margin=0.0)
+    run_ticks(RemotePolicy(srv.endpoint), 1, refill_at=0, sampler={"name": "paraddpm", "time_budget": 0.5},
+              budget_margin=0.0)
     d = server_policy.calls[0]["deadline"]
     assert d is not None and d - time.monotonic() < 0.5
 

@@ -14,8 +14,13 @@ One tick, in order: (1) collect a finished chunk: drop its stale actions, clip i
 into the queue (`chunks.merge_chunk`; chunks with NaN/inf or the wrong shape are refused); (2) check the
 observation: NaN/inf never enters the history (the tick holds the last safe action and reports it); (3) if
 no inference is in flight and the queue has <= `refill_at` actions left, submit one from the last
-`n_obs_steps` observations, with the latency budget as a deadline; (4) pop the action for this tick, or
-hold the last safe action.
+`n_obs_steps` observations, with the sampler's time budget (less a margin) measured on the runner's own
+clock; (4) pop the action for this tick, or hold the last safe action.
+
+What is never sent: a chunk with NaN/inf actions, of the wrong shape, or whose sampler ran zero rounds (its
+actions would not have seen the network); the tick holds instead and the chunk record says why
+(`ChunkRecord.rejected`). With parapolicy's samplers the first round always runs, so a spent budget gives a
+chunk of the network's newest data prediction, never noise.
 
 An exception in `predict_action` is logged and recorded; the runner keeps serving the queue, retries at the
 next refill, and after `max_consecutive_failures` failed chunks in a row stops inferring and holds.
@@ -46,10 +51,11 @@ logger = logging.getLogger("parapolicy.runtime")
 class ChunkPolicy(Protocol):
     """What the runner needs from a policy (`parapolicy.policy.DiffusionPolicy` is one).
 
-    `predict_action(obs_dict)`: obs_dict values (B, n_obs_steps, *obs_shape) tensors in env units ->
-    {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da), "stats": sampler stats with
-    `iterations`, `nfe`, `capped` or None, "trajectory": final sampler trajectory (for `init=`) or None}.
-    `deadline` is a `time.monotonic()` value at which a Picard sampler stops between rounds.
+    `predict_action(obs_dict, sampler, generator, init, clock)`: obs_dict values (B, n_obs_steps,
+    *obs_shape) tensors in env units -> {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da),
+    "stats": sampler stats with `iterations`, `nfe`, `capped` or None, "trajectory": final sampler trajectory
+    (for `init=`) or None}. `sampler` is a `SamplerConfig`; its `time_budget` (seconds) is measured on
+    `clock`, the runner's clock, from the start of the call.
     """
 
     n_obs_steps: int
@@ -60,8 +66,8 @@ class ChunkPolicy(Protocol):
 
     def predict_action(self, obs_dict: dict[str, torch.Tensor], sampler: Any = "paraddpm",
                        generator: torch.Generator | None = None, init_noise: torch.Tensor | None = None,
-                       step_noise: torch.Tensor | None = None, init: Any = None, max_iters: int | None = None,
-                       deadline: float | None = None) -> dict: ...
+                       step_noise: torch.Tensor | None = None, init: Any = None,
+                       clock: Callable[[], float] | None = None) -> dict: ...
 
 
 @dataclass
@@ -83,16 +89,14 @@ class RunnerConfig:
     action_offset: int = 0
     """executed action i is for time t_obs + (i + action_offset) * dt; 0 is Diffusion Policy's alignment."""
     sampler: Any = "paraddpm"
-    """passed to predict_action as `sampler` (a name or a sampler config)."""
-    latency_budget: float | None = None
-    """seconds from submit by which the chunk should be back; the sampler gets deadline = submit time +
-    budget - budget_margin and stops between rounds at it (stats.capped). None: no deadline."""
+    """a `SamplerConfig` (or a name / dict of its fields), passed to predict_action. Its `time_budget` is the
+    latency budget: seconds from submit by which the chunk should be back (the sampler stops between rounds
+    at budget - budget_margin, stats.capped); its `max_iters` caps the rounds. None budget: no deadline."""
     budget_margin: str | float = "round"
-    """how much earlier than the budget the deadline is set, because the sampler checks it between rounds
-    and a round started just before it overruns: "round" = the median time per round of the last chunks
-    (0 before any is measured), or a number of seconds."""
-    max_iters: int | None = None
-    """cap on Picard rounds, passed to predict_action."""
+    """how much earlier than the budget the sampler is told to stop, because it checks between rounds and a
+    round started just before the deadline overruns: "round" = the median time per round of the last chunks
+    (0 before any is measured), or a number of seconds. A margin >= the budget leaves the sampler one round
+    (the first always runs) and is flagged in the chunk record (`budget_infeasible`)."""
     warm_start: bool = False
     """start each chunk's sampler from the previous chunk's final trajectory (`init`), shifted by the ticks
     between their observations (see `Runner`'s `shift_init`); use with `seed` for the same noise."""
@@ -121,15 +125,19 @@ class RunnerConfig:
             raise ValueError(f"RunnerConfig.aggregate_weight must be in [0, 1], got {self.aggregate_weight}")
         if self.action_offset < 0:
             raise ValueError(f"RunnerConfig.action_offset must be >= 0, got {self.action_offset}")
-        if self.latency_budget is not None and not self.latency_budget > 0:
-            raise ValueError(f"RunnerConfig.latency_budget must be > 0 seconds or None, got "
-                             f"{self.latency_budget}")
+        from parapolicy.sampler_config import as_sampler_config
+
+        try:
+            self.sampler = as_sampler_config(self.sampler)
+        except ValueError as e:
+            raise ValueError(f"RunnerConfig.sampler: {e}") from None
+        if self.sampler.time_budget is not None and not self.sampler.time_budget > 0:
+            raise ValueError(f"RunnerConfig.sampler.time_budget must be > 0 seconds or None, got "
+                             f"{self.sampler.time_budget}")
         if self.budget_margin != "round" and not (isinstance(self.budget_margin, (int, float))
                                                   and 0 <= self.budget_margin < math.inf):
             raise ValueError(f"RunnerConfig.budget_margin must be 'round' or seconds >= 0, got "
                              f"{self.budget_margin!r}")
-        if self.max_iters is not None and self.max_iters < 1:
-            raise ValueError(f"RunnerConfig.max_iters must be >= 1 or None, got {self.max_iters}")
         if self.on_bad_obs not in ("hold", "continue"):
             raise ValueError(f"RunnerConfig.on_bad_obs must be 'hold' or 'continue', got {self.on_bad_obs!r}")
         if self.max_consecutive_failures < 1:
@@ -143,7 +151,7 @@ class _Request:
     epoch: int
     t_obs: float
     obs: dict[str, torch.Tensor]
-    budget: float | None  # seconds from the job's start to the deadline (budget minus margin)
+    budget: float | None  # seconds from the job's start to the sampler's stop (budget minus margin)
     prev_trajectory: Any  # warm start: the previous chunk's trajectory, shifted by `shift` ticks in the job
     shift: int
     seed: int | None
@@ -235,18 +243,21 @@ class Runner:
 
     def warmup(self, obs: Mapping[str, Any], n: int = 1) -> float:
         """Run predict_action n times synchronously on `obs` repeated over the window (as Diffusion Policy's
-        real-robot script does before starting) so that lazy imports, allocations and kernel selection do not
-        land in the first control ticks. Nothing is queued or recorded. -> seconds of the last call."""
+        real-robot script does before starting) so that lazy imports, allocations, kernel selection and the
+        window="auto" cost model (`policy.prepare`) do not land in the first control ticks. The calls run
+        without the time budget. Nothing is queued or recorded. -> seconds of the last call."""
         frame = self._check_obs(obs)
         if frame is None:
             raise ValueError("Runner.warmup: the observation has NaN/inf")
         window = {k: torch.as_tensor(np.stack([frame[k]] * self.n_obs_steps), dtype=torch.float32)[None]
                   for k in self.obs_keys}
         elapsed = 0.0
+        if hasattr(self.policy, "prepare"):
+            self.policy.prepare(self.config.sampler, batch=1)
+        sampler = self.config.sampler.replace(time_budget=None)
         for _ in range(n):
             t0 = time.perf_counter()
-            self.policy.predict_action(window, sampler=self.config.sampler, max_iters=self.config.max_iters,
-                                       **self.config.extra_predict_kwargs)
+            self.policy.predict_action(window, sampler=sampler, **self.config.extra_predict_kwargs)
             elapsed = time.perf_counter() - t0
         return elapsed
 
@@ -350,13 +361,19 @@ class Runner:
         prev, shift = None, 0
         if self.config.warm_start and self._prev is not None and self._prev[0] is not None:
             prev, shift = self._prev[0], max(0, round((t_obs - self._prev[1]) / self.config.dt))
-        budget = self.config.latency_budget
-        if budget is not None:
-            budget = max(0.0, budget - self._margin())
+        full = self.config.sampler.time_budget
+        budget, infeasible = None, False
+        if full is not None:
+            margin = self._margin()
+            infeasible = margin >= full
+            budget = max(0.0, full - margin)
+            if infeasible:
+                logger.warning("parapolicy.runtime: budget margin %.4f s >= time budget %.4f s: the sampler "
+                               "gets one round", margin, full)
         req = _Request(cid, self._epoch, t_obs, obs, budget, prev, shift, self.config.seed)
-        self._records[cid] = rec = ChunkRecord(cid, t_obs, t, remaining, budget_s=self.config.latency_budget,
+        self._records[cid] = rec = ChunkRecord(cid, t_obs, t, remaining, budget_s=full,
                                                deadline_in_s=budget, warm_started=prev is not None,
-                                               warm_shift=shift)
+                                               warm_shift=shift, budget_infeasible=infeasible)
         self.telemetry.chunks.append(rec)
         self.executor.submit(partial(self._infer, req))
         self._collect(t)  # an inline or zero-latency executor has the chunk already
@@ -365,15 +382,14 @@ class Runner:
         """Runs in the executor: touches no runner state except reading the (immutable) config."""
         cfg = self.config
         t0 = now()
-        deadline = None if req.budget is None else t0 + req.budget / scale
+        sampler = cfg.sampler if req.budget is None else cfg.sampler.replace(time_budget=req.budget / scale)
         gen = None if req.seed is None else torch.Generator().manual_seed(req.seed)
         out = _Outcome(req, 0.0)
         try:
             init = req.prev_trajectory
             if init is not None and self.shift_init is not None:
                 init = self.shift_init(init, req.shift)
-            res = self.policy.predict_action(req.obs, sampler=cfg.sampler, generator=gen, init=init,
-                                             max_iters=cfg.max_iters, deadline=deadline,
+            res = self.policy.predict_action(req.obs, sampler=sampler, generator=gen, init=init, clock=now,
                                              **cfg.extra_predict_kwargs)
             a = res["action"]
             a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
@@ -418,13 +434,16 @@ class Runner:
             return self._fail(rec)
         rec.iterations, rec.nfe = _stat(res.stats, "iterations"), _stat(res.stats, "nfe")
         rec.capped = bool(_stat(res.stats, "capped") or False)
-        if cfg.latency_budget is not None:
-            by_iters = (cfg.max_iters is not None and rec.iterations is not None
-                        and rec.iterations >= cfg.max_iters)
+        sc = cfg.sampler
+        if sc.time_budget is not None:
+            by_iters = (sc.max_iters is not None and rec.iterations is not None
+                        and rec.iterations >= sc.max_iters)
             rec.deadline_hit = rec.capped and not by_iters
-            rec.deadline_missed = res.duration > cfg.latency_budget + 1e-9
+            rec.deadline_missed = res.duration > sc.time_budget + 1e-9
         a = res.actions
-        if a.ndim != 2 or a.shape[1] != self.action_dim or len(a) == 0:
+        if rec.iterations is not None and rec.iterations < 1:
+            rec.rejected = "the sampler ran zero rounds: its actions have not seen the network"
+        elif a.ndim != 2 or a.shape[1] != self.action_dim or len(a) == 0:
             rec.rejected = f"action shape {a.shape}, expected (n, {self.action_dim})"
         elif not np.isfinite(a).all():
             rec.rejected = "non-finite actions"

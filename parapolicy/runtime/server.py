@@ -12,8 +12,8 @@ server is a `TimeoutError` in the inference thread, which the runner treats like
 Wire format (REQ/REP, multipart; no pickle, so neither side runs code the other sent):
     request   [JSON header, raw array bytes...]
         {"op": "spec"}
-        {"op": "predict", "obs": [{"key", "dtype", "shape"}...], "sampler": str, "max_iters": int|null,
-         "budget_s": seconds left until the client's deadline|null, "seed": int|null,
+        {"op": "predict", "obs": [{"key", "dtype", "shape"}...], "sampler": SamplerConfig fields (or a
+         name), "budget_s": seconds the sampler may take|null, "seed": int|null,
          "init": {"id": int, "shift": int}|null}
     reply     [JSON header, raw array bytes...]
         {"ok": true, "n_obs_steps", "n_action_steps", "horizon", "action_dim", "obs_keys"}
@@ -123,8 +123,6 @@ class PolicyServer:
             raise ValueError(f"{len(metas)} observation headers but {len(bufs)} buffers")
         obs = {m["key"]: torch.as_tensor(_unpack_array(m, b), dtype=torch.float32)
                for m, b in zip(metas, bufs, strict=True)}
-        budget = header.get("budget_s")
-        deadline = None if budget is None else t0 + float(budget)
         gen = None if header.get("seed") is None else torch.Generator().manual_seed(int(header["seed"]))
         init, warm = None, False
         ref = header.get("init")
@@ -132,9 +130,13 @@ class PolicyServer:
             init, warm = self._trajectories[int(ref["id"])], True
             if self.shift_init is not None:
                 init = self.shift_init(init, int(ref.get("shift", 0)))
-        sampler = header.get("sampler", "paraddpm")
-        out = self.policy.predict_action(obs, sampler=sampler, generator=gen, init=init,
-                                         max_iters=header.get("max_iters"), deadline=deadline)
+        from parapolicy.sampler_config import as_sampler_config
+
+        sampler = as_sampler_config(header.get("sampler", "paraddpm"))
+        budget = header.get("budget_s")
+        if budget is not None:  # what is left of the client's budget when the request arrived
+            sampler = sampler.replace(time_budget=max(0.0, float(budget) - (time.monotonic() - t0)))
+        out = self.policy.predict_action(obs, sampler=sampler, generator=gen, init=init)
         a = out["action"]
         a = np.asarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
         tid = None
@@ -223,11 +225,19 @@ class RemotePolicy:
         return RemoteTrajectory(ref.id, ref.shift + int(n))
 
     def predict_action(self, obs_dict, sampler="paraddpm", generator=None, init_noise=None, step_noise=None,
-                       init=None, max_iters=None, deadline=None) -> dict:
+                       init=None, clock=None) -> dict:
+        """The sampler (a SamplerConfig, a name or a dict) is sent as its fields; its time_budget is sent as
+        the seconds left and the server stops its sampler that much after the request arrived (network time
+        is the client's to leave room for). `clock` is not needed: budgets travel as durations."""
+        import dataclasses
+
+        from parapolicy.sampler_config import as_sampler_config
+
         if init_noise is not None or step_noise is not None:
             raise ValueError("RemotePolicy: init_noise / step_noise cannot be sent; use a seed")
-        if not isinstance(sampler, str):
-            raise ValueError(f"RemotePolicy: sampler must be a name, got {type(sampler).__name__}")
+        sc = as_sampler_config(sampler)
+        budget = sc.time_budget
+        fields = {k: v for k, v in dataclasses.asdict(sc).items() if k != "time_budget"}
         if init is not None and not isinstance(init, RemoteTrajectory):
             raise ValueError("RemotePolicy: init must be a RemoteTrajectory returned by this client")
         metas, arrays = [], []
@@ -235,8 +245,7 @@ class RemotePolicy:
             a = np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float32)
             metas.append({"key": k, "dtype": "float32", "shape": list(a.shape)})
             arrays.append(a)
-        header = {"op": "predict", "obs": metas, "sampler": sampler, "max_iters": max_iters,
-                  "budget_s": None if deadline is None else max(0.0, deadline - time.monotonic()),
+        header = {"op": "predict", "obs": metas, "sampler": fields, "budget_s": budget,
                   "seed": None if generator is None else int(generator.initial_seed()),
                   "init": None if init is None else {"id": init.id, "shift": init.shift}}
         reply, bufs = self._request(header, arrays, None if self._warm else self.first_timeout_s)

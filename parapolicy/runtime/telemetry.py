@@ -28,6 +28,7 @@ class ChunkRecord:
     deadline_in_s: float | None = None  # deadline given to the sampler, s after submit (budget - margin)
     deadline_hit: bool = False  # a budget was set and the sampler stopped at it
     deadline_missed: bool = False  # inference_s > budget_s: the chunk came later than budgeted
+    budget_infeasible: bool = False  # the budget margin was >= the budget: the sampler got one round
     warm_started: bool = False
     warm_shift: int = 0  # ticks the previous trajectory was shifted by for the warm start
     n_actions: int = 0

@@ -80,3 +80,25 @@ def diffusers_loop(scheduler, denoiser, x_T, cond, num_inference_steps=None, see
     noise = torch.stack([torch.randn(x_T.shape, generator=gen) if int(t) > 0 else torch.zeros_like(x_T)
                          for t in s.timesteps])
     return x, noise
+
+
+def accepted_input_residuals(stats) -> list[float]:
+    """Residuals (compared with tol in `sample_picard`'s rule) of every point that was *used as an accepted
+    input*: in a round over [s, s+n) that advanced the window to s', the points x_{s+1}..x_{s'-1}. The
+    ParaDiGMS guarantee says each is <= tol (with atol = 0). Reconstructed from stats.windows / residuals."""
+    begin_next = {}
+    out = []
+    rounds = list(zip(stats.windows, stats.residuals))
+    for r, (wins, res) in enumerate(rounds):
+        for (b, s, _e), vec in zip(wins, res):
+            nxt = None
+            for later in stats.windows[r + 1:]:
+                hit = [w for w in later if w[0] == b]
+                if hit:
+                    nxt = hit[0][1]
+                    break
+            if nxt is None:
+                nxt = stats.converged_steps[b]
+            begin_next[b] = nxt
+            out.extend(float(v) for v in vec[:max(0, nxt - s - 1)])
+    return out

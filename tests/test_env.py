@@ -196,7 +196,11 @@ def test_pushing_moves_block():
     env.reset(options={"reset_to_state": [256.0, 380.0, 256.0, 300.0, 0.0]})  # agent below the bar
     for _ in range(10):
         obs, _, _, _, info = env.step([256.0, 200.0])  # push up (y down in the image)
-    assert obs[3] < 290.0 and info["n_contacts"] >= 0
+    assert obs[3] < 290.0 and info["n_contacts"] > 0             # it moved because the agent touched it
+    far = PushTEnv(obs_type="state")
+    far.reset(options={"reset_to_state": [60.0, 60.0, 256.0, 300.0, 0.0]})
+    _, _, _, _, info = far.step([70.0, 60.0])                    # nowhere near the block
+    assert info["n_contacts"] == 0
 
 
 # ------------------------------------------------------------------ geometry and reward

@@ -221,8 +221,17 @@ def test_bf16_falls_back_to_float32_with_warning(monkeypatch):
     assert fast.dtype == torch.float32
 
 
-def test_has_fast_bf16_returns_bool():
-    assert isinstance(has_fast_bf16("cpu"), bool)
+def test_has_fast_bf16_agrees_with_the_cpu_flags():
+    """True exactly when the CPU advertises bf16 matrix units (AMX-BF16 or AVX512-BF16) and oneDNN can use
+    them; never on devices without them."""
+    import pathlib
+
+    info = pathlib.Path("/proc/cpuinfo")
+    if not info.exists():
+        pytest.skip("no /proc/cpuinfo on this OS to compare with")
+    flags = set(info.read_text().split())
+    advertised = bool({"amx_bf16", "avx512_bf16"} & flags)
+    assert has_fast_bf16("cpu") == (advertised and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert has_fast_bf16("meta") is False
 
 

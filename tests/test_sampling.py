@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from parapolicy.sampling import sample_picard, sample_sequential
-from tests.sampling_helpers import GaussianDenoiser, diffusers_loop, tiny_unet
+from tests.sampling_helpers import GaussianDenoiser, accepted_input_residuals, diffusers_loop, tiny_unet
 
 B, H, D, C = 3, 8, 2, 6
 PREDS = ("epsilon", "sample", "v_prediction")
@@ -198,7 +198,9 @@ def test_tol0_is_sequential_any_window(fam, pred, window):
     out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=window,
                             tol=0)
     assert max_err(out, ref) <= 1e-5
-    assert all(st.converged) and st.iterations <= n
+    assert all(st.converged)
+    # tol 0: every accepted input point was unchanged by its round (bit-exact fixed point)
+    assert accepted_input_residuals(st) and max(accepted_input_residuals(st)) == 0.0
 
 
 @pytest.mark.parametrize("fam", ["ddpm", "ddim", "dpm2"])
@@ -234,6 +236,10 @@ def test_default_tol_is_close_and_cheaper(fam):
     assert all(st.converged) and st.iterations < n
     assert max_err(out, ref) < 0.05
     assert torch.equal(out, st.trajectory[-1])
+    res = accepted_input_residuals(st)                      # the per-step guarantee, checked point by point
+    assert res and max(res) <= 0.1 + 1e-6
+    _, exact = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=8, tol=0)
+    assert st.iterations < exact.iterations                 # the tolerance buys rounds
 
 
 # ---------------------------------------------------------------- caps, deadline, init, batches

@@ -23,7 +23,7 @@ from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
 
-SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver")
+SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver", "consistency")
 FAST_MODES = ("auto", "bf16", "fp32", "eager")
 
 
@@ -53,7 +53,8 @@ class SamplerConfig:
     """How to sample an action chunk."""
 
     name: str = "paraddpm"
-    """one of ddpm, paraddpm, ddim, paraddim, dpmsolver, paradpmsolver"""
+    """one of ddpm, paraddpm, ddim, paraddim, dpmsolver, paradpmsolver, consistency (consistency students only:
+    multistep consistency sampling, 1-4 steps, docs/consistency.md)"""
     num_inference_steps: int | None = None
     """reverse steps; None = the checkpoint's (100 for Diffusion Policy's DDPM)"""
     window: int | str = 16
@@ -149,7 +150,8 @@ class DiffusionPolicy:
         self.input_dim = self.action_dim + (0 if self.global_cond else self.obs_dim)
         # normaliser entry of each obs key / "action" (LeRobot keys hold dots, which ParameterDict forbids)
         self._norm_key = {k: config.get("normalizer_keys", {}).get(k, k) for k in self.obs_keys + ["action"]}
-        self.default_sampler = "para" + config.get("default_sampler", "ddpm")
+        own = config.get("default_sampler", "ddpm")
+        self.default_sampler = own if own == "consistency" else "para" + own
         self._schedulers: dict = {}
         self._denoise_fn = None
         self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
@@ -219,6 +221,10 @@ class DiffusionPolicy:
     def scheduler(self, family: str, num_inference_steps: int | None = None):
         steps = num_inference_steps or int(self.config["num_inference_steps"])
         key = (family, steps)
+        if key not in self._schedulers and family == "consistency":
+            from parapolicy.sampling.consistency import consistency_scheduler
+
+            self._schedulers[key] = consistency_scheduler(self.config, steps)
         if key not in self._schedulers:
             self._schedulers[key] = make_scheduler(family, self.config["scheduler"], steps)
         # shared, not copied per call: the samplers never mutate a scheduler (tested in test_sampling)
@@ -276,6 +282,10 @@ class DiffusionPolicy:
         from parapolicy.sampling import sample_picard, sample_sequential
 
         cfg = as_sampler_config(sampler or self.default_sampler)
+        if (cfg.name == "consistency") != ("consistency" in self.config):
+            raise ValueError(f"sampler {cfg.name!r} does not fit this policy: " + (
+                "a consistency student is sampled only by the 'consistency' sampler" if "consistency" in self.config
+                else "the 'consistency' sampler needs a consistency student (python -m parapolicy.consistency)"))
         cond = self.normalized_condition(obs)
         self._refresh_fast()
         b = cond.shape[0]
@@ -295,6 +305,10 @@ class DiffusionPolicy:
                                       init=init, deadline=deadline, accel=cfg.accel, cost_model=cost,
                                       **common)
             traj = getattr(stats, "trajectory", None)
+        elif cfg.name == "consistency":
+            from parapolicy.sampling.consistency import sample_consistency
+
+            x0 = sample_consistency(self.denoiser, sch, init_noise, **common)
         else:
             x0 = sample_sequential(self.denoiser, sch, init_noise, **common)
         action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], self._norm_key["action"])

@@ -7,7 +7,8 @@ One training step, on a batch of normalised (obs, action) windows:
     x_n = alpha_n x + sigma_n eps
     x_m = teacher ODE step n -> m (DDIM, or --solver heun), no gradient
     target = f_target(x_m, m), no gradient               (m = 0: x_m itself, f(x, 0) = x)
-    loss = d(f_theta(x_n, n), target)                    d = l2 (default) or pseudo-Huber
+    loss = w(n) d(f_theta(x_n, n), target)               d = l2 (default) or pseudo-Huber
+                                                         w = snr (default: eps-space) or uniform
 
 f_target is an EMA of the student's weights with decay --target-ema (0.95, LCM's choice; 0 = the online weights
 under stop-gradient, as improved consistency training and alexander-soare/consistency_policy do). The student
@@ -37,9 +38,11 @@ from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint, save_policy
 from parapolicy.consistency_math import (
     DISTANCES,
     SOLVERS,
+    WEIGHTINGS,
     consistency_from_eps,
     distance,
     levels,
+    loss_weight,
     per_row,
     sampling_levels,
     teacher_ode_step,
@@ -68,6 +71,9 @@ class ConsistencyConfig:
     """EMA decay of the target network; 0 = online weights with stop-gradient"""
     distance: str = "l2"
     """l2 (mean squared error) or huber (pseudo-Huber)"""
+    weighting: str = "snr"
+    """per-level weight of the distance: snr (max(alpha, alpha_min)^2 / sigma^2: the l2 loss in eps space) or
+    uniform (LCM)"""
     huber_c: float | None = None
     """pseudo-Huber c; None = 0.00054 sqrt(elements per sample)"""
     sigma_data: float = 0.5
@@ -106,6 +112,8 @@ class ConsistencyConfig:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if not 0 <= self.target_ema < 1:
             raise ValueError(f"target_ema must be in [0, 1), got {self.target_ema}")
         if not self.lr > 0:
@@ -155,7 +163,8 @@ def consistency_batch(student, target, teacher: Teacher, x0: torch.Tensor, cond:
                                teacher.clip)
         tgt = student_f(target, x_m, m, cond, ac, cfg, teacher.clip)
     pred = student_f(student, x_n, n, cond, ac, cfg, None)
-    return {"loss": distance(pred, tgt.to(pred.dtype), cfg.distance, cfg.huber_c), "n": n}
+    w = loss_weight(n, ac, cfg.weighting, cfg.alpha_min).to(pred.dtype)
+    return {"loss": w * distance(pred, tgt.to(pred.dtype), cfg.distance, cfg.huber_c), "n": n}
 
 
 def student_config(teacher_cfg: dict, cfg: ConsistencyConfig, info: dict) -> dict:
@@ -166,7 +175,8 @@ def student_config(teacher_cfg: dict, cfg: ConsistencyConfig, info: dict) -> dic
     out.update(default_sampler="consistency", num_inference_steps=cfg.sample_steps,
                consistency=dict(info, skip=cfg.skip, sigma_data=cfg.sigma_data,
                                 timestep_scaling=cfg.timestep_scaling, alpha_min=cfg.alpha_min, solver=cfg.solver,
-                                target_ema=cfg.target_ema, distance=cfg.distance, batch_size=cfg.batch_size,
+                                target_ema=cfg.target_ema, distance=cfg.distance, weighting=cfg.weighting,
+                                batch_size=cfg.batch_size,
                                 lr=cfg.lr, total_steps=cfg.steps, command=cfg.command,
                                 teacher_training=teacher_cfg.get("training", {})))
     return out
@@ -314,7 +324,7 @@ def train(cfg: ConsistencyConfig, data=None) -> dict | None:
                 losses.append((loss.item(), float((res["loss"].detach() * hi).sum()), float(hi.sum())))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3g}")
+                    bar.set_postfix(loss=f"{loss.item():.3g}", refresh=False)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     a = np.asarray(losses)
                     n_hi = a[:, 2].sum()

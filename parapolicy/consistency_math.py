@@ -28,6 +28,7 @@ import torch
 
 SOLVERS = ("ddim", "heun")
 DISTANCES = ("l2", "huber")
+WEIGHTINGS = ("snr", "uniform")
 
 
 def levels(alphas_cumprod: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +108,24 @@ def teacher_ode_step(eps_fn, x: torch.Tensor, n: torch.Tensor, m: torch.Tensor, 
     y_h = y_n + per_row(r_m - r_n, x64) * 0.5 * (eps + eps_m)
     heun = per_row(a_m, x64) * y_h
     return torch.where(per_row(inner, x64).bool(), heun, ddim).to(x.dtype)
+
+
+def loss_weight(n: torch.Tensor, alphas_cumprod: torch.Tensor, weighting: str = "snr",
+                alpha_min: float = 1 / 80) -> torch.Tensor:
+    """Per-row weight (B,) float64 of the distance between f_theta(x_n, n) and the target.
+
+    uniform: 1 (LCM). snr: max(alpha_n, alpha_min)^2 / sigma_n^2. Since f = c_skip x + c_out (x - sigma eps) /
+    max(alpha, alpha_min), an error de in the student's eps moves f by c_out sigma / max(alpha, alpha_min) de, up
+    to 80x at the noisiest levels; the snr weight undoes that (c_out ~ 1 for n >= 1), so the weighted l2 loss is
+    the squared error in eps space at every level, as the teacher was trained. n = 0 never occurs for the student
+    (n >= 1); its weight would be infinite and is set to 0."""
+    if weighting == "uniform":
+        return torch.ones(n.shape, dtype=torch.float64)
+    if weighting != "snr":
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    alpha, sigma = levels(alphas_cumprod, n)
+    w = alpha.clamp(min=alpha_min) ** 2 / sigma.clamp(min=1e-300) ** 2
+    return torch.where(n == 0, torch.zeros_like(w), w)
 
 
 def distance(a: torch.Tensor, b: torch.Tensor, kind: str = "l2", huber_c: float | None = None) -> torch.Tensor:

@@ -168,10 +168,10 @@ class _Teacher:
         self.net, self.alphas_cumprod, self.clip, self.T = _Net(1.0), AC, 1.0, 100
 
 
-@pytest.mark.parametrize("distance", ["l2", "huber"])
-def test_consistency_batch_loss_against_float64_reference(distance):
+@pytest.mark.parametrize("distance,weighting", [("l2", "snr"), ("l2", "uniform"), ("huber", "uniform")])
+def test_consistency_batch_loss_against_float64_reference(distance, weighting):
     """The training target and loss, rederived in float64 from the same draws (n, then eps, from the generator)."""
-    cfg = C.ConsistencyConfig(skip=10, distance=distance)
+    cfg = C.ConsistencyConfig(skip=10, distance=distance, weighting=weighting)
     teacher, student, target = _Teacher(), _Net(0.9), _Net(0.8)
     g = torch.Generator().manual_seed(4)
     x0 = torch.rand(16, 8, 2, generator=g) * 2 - 1
@@ -199,9 +199,23 @@ def test_consistency_batch_loss_against_float64_reference(distance):
         pred = _ref_f(x_n, net_np(0.9, x_n, k - 1, cd[i]), k, abar)
         d = pred - tgt
         want = (d ** 2).mean() if distance == "l2" else math.sqrt((d ** 2).sum() + (0.00054 * 4) ** 2) - 0.00054 * 4
+        if weighting == "snr":                                           # eps-space: max(alpha, 1/80)^2 / sigma^2
+            want *= max(a, 1 / 80) ** 2 / s ** 2
         assert res["loss"][i].item() == pytest.approx(want, rel=2e-3, abs=1e-6), (k, res["loss"][i].item(), want)
     res["loss"].mean().backward()
     assert student.w.grad is not None and target.w.grad is None and teacher.net.w.grad is None
+
+
+def test_snr_weight_makes_the_loss_eps_space():
+    """w(n) |f(eps + de) - f(eps)|^2 = c_out^2 |de|^2 per element: the snr weight undoes the 1/alpha gain of f."""
+    n = torch.tensor([1, 10, 50, 90, 99, 100])
+    x = torch.randn(len(n), 4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    eps, de = torch.zeros_like(x), 1e-3 * torch.ones_like(x)
+    df = M.consistency_from_eps(x, eps + de, n, AC) - M.consistency_from_eps(x, eps, n, AC)
+    w = M.loss_weight(n, AC, "snr")
+    _, c_out = M.boundary_scalings(n)
+    torch.testing.assert_close(w * df.pow(2).flatten(1).mean(1), c_out ** 2 * 1e-6, rtol=1e-6, atol=0)
+    assert torch.equal(M.loss_weight(n, AC, "uniform"), torch.ones(len(n), dtype=torch.float64))
 
 
 def test_sampling_levels_follow_the_documented_schedule():
@@ -259,7 +273,7 @@ def test_sample_consistency_against_float64_loop_and_uses_its_step_noise():
 
 
 def test_config_rejects_bad_values():
-    for kw in ({"skip": 0}, {"solver": "euler"}, {"distance": "l1"}, {"target_ema": 1.0}, {"steps": 0},
+    for kw in ({"skip": 0}, {"solver": "euler"}, {"distance": "l1"}, {"weighting": "karras"}, {"target_ema": 1.0}, {"steps": 0},
                {"lr": 0.0}, {"alpha_min": 1.0}):
         with pytest.raises(ValueError):
             C.ConsistencyConfig(**kw)

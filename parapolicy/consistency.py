@@ -184,9 +184,11 @@ def student_config(teacher_cfg: dict, cfg: ConsistencyConfig, info: dict) -> dic
 
 # ------------------------------------------------------------------------------------------ open-loop score
 class OpenLoopScore:
-    """Mean squared gap (normalised action units) on validation windows from one fixed x_T and re-noising noise:
-    the student's 1- and 2-step consistency samples vs the teacher's DDIM-T (the ODE solution the student
-    distils), next to the teacher's own DDIM-2 vs DDIM-T (the baseline a 2-step student must beat)."""
+    """Mean squared gaps (normalised action units) on validation windows from one fixed x_T and re-noising noise:
+    gap_cm{1,2}: the student's 1- and 2-step consistency samples vs the teacher's DDIM-T (the ODE solution the
+    student distils), next to gap_teacher_ddim2 (the teacher's own DDIM-2 vs DDIM-T); data_mse_*: each sample vs
+    the demonstrated action window (a multimodal target, so the teacher's own level, data_mse_teacher_ddim, is
+    the floor to compare with, not 0)."""
 
     def __init__(self, teacher: Teacher, ckpt: LoadedCheckpoint, cfg: ConsistencyConfig, val_obs, val_act):
         from parapolicy.distill import Denoiser, scheduler_grid
@@ -209,7 +211,11 @@ class OpenLoopScore:
             full = scheduler_grid(dict(sk, timestep_spacing="leading", steps_offset=0), teacher.T)
             self.ref = d.sample(self.x_T, self.cond, full)
             two = scheduler_grid(dict(sk, timestep_spacing="leading", steps_offset=teacher.T // 2 - 1), 2)
-            self.baseline = {"gap_teacher_ddim2": float(((d.sample(self.x_T, self.cond, two) - self.ref) ** 2).mean())}
+            ddim2 = d.sample(self.x_T, self.cond, two)
+            self.data = val_act[:n]
+            self.baseline = {"gap_teacher_ddim2": float(((ddim2 - self.ref) ** 2).mean()),
+                             "data_mse_teacher_ddim": float(((self.ref - self.data) ** 2).mean()),
+                             "data_mse_teacher_ddim2": float(((ddim2 - self.data) ** 2).mean())}
 
     def __call__(self, net) -> dict[str, float]:
         from parapolicy.sampling.consistency import consistency_scheduler, sample_consistency
@@ -224,6 +230,7 @@ class OpenLoopScore:
             x = sample_consistency(lambda x, t, c: net(x, t, global_cond=c), sch, self.x_T, noise=self.noise[:k],
                                    cond=self.cond, num_inference_steps=k)
             out[f"gap_cm{k}"] = float(((x - self.ref) ** 2).mean())
+            out[f"data_mse_cm{k}"] = float(((x - self.data) ** 2).mean())
         net.train(was)
         return out
 

@@ -171,7 +171,7 @@ def student_config(teacher_cfg: dict, cfg: ConsistencyConfig, info: dict) -> dic
     """The student's policy config: the teacher's, default_sampler "consistency" at cfg.sample_steps steps, and a
     `consistency` entry with what the sampler needs (skip, sigma_data, timestep_scaling, alpha_min) and how the
     student was made."""
-    out = {k: v for k, v in teacher_cfg.items() if k not in ("distillation", "consistency")}
+    out = {k: v for k, v in teacher_cfg.items() if k not in ("training", "distillation", "consistency")}
     out.update(default_sampler="consistency", num_inference_steps=cfg.sample_steps,
                consistency=dict(info, skip=cfg.skip, sigma_data=cfg.sigma_data,
                                 timestep_scaling=cfg.timestep_scaling, alpha_min=cfg.alpha_min, solver=cfg.solver,

@@ -60,7 +60,7 @@ def test_boundary_scalings_against_float64_reference_and_exact_at_zero():
         assert c_skip[i].item() == pytest.approx(rs, rel=1e-12, abs=1e-300)
         assert c_out[i].item() == pytest.approx(ro, rel=1e-12, abs=1e-300)
     assert c_skip[0].item() == 1.0 and c_out[0].item() == 0.0
-    # the boundary condition squared: c_skip^2 sd^2 + c_out^2 ... (EDM) -> c_skip + c_out^2 = 1 here
+    # an identity of these scalings: c_skip + c_out^2 = (sd^2 + (s n)^2) / ((s n)^2 + sd^2) = 1
     assert torch.allclose(c_skip + c_out ** 2, torch.ones(len(n), dtype=torch.float64))
 
 

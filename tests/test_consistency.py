@@ -407,3 +407,27 @@ def test_plan_times_steps_and_writes_nothing(tmp_path):
     res = C.plan(cfg, n_steps=1)
     assert res["sec_per_step"] > 0 and res["projected_min"] >= 0 and res["steps_in_75_min"] > 0
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_teacher_two_steps(tmp_path):
+    """On the shipped Push-T policy and the real demonstrations: two training steps write a student that loads
+    and samples finite actions at 1-4 steps on the documented levels."""
+    from parapolicy.checkpoint import builtin_names
+    from parapolicy.data import find_pusht_zarr
+    from parapolicy.policy import load_policy
+
+    if "pusht_keypoints" not in builtin_names():
+        pytest.skip("needs the built-in pusht_keypoints policy")
+    if find_pusht_zarr() is None:
+        pytest.skip("needs the Push-T replay buffer (../shared/pusht/pusht_cchi_v7_replay.zarr)")
+    cfg = C.ConsistencyConfig(out=str(tmp_path / "cm"), steps=2, batch_size=16, eval_batch=8, eval_every=0)
+    summary = C.train(cfg)
+    assert np.isfinite(summary["gap_cm2"]) and summary["gap_teacher_ddim2"] > 0
+    pol = load_policy(summary["policy"], fast="eager")
+    obs = {"obs": torch.full((1, 2, 20), 256.0)}
+    for k, lv in ((1, [100]), (2, [100, 50]), (3, [100, 70, 40]), (4, [100, 80, 60, 40])):
+        assert pol.scheduler("consistency", k).levels == lv
+        assert torch.isfinite(pol.predict_action(obs, sampler={"name": "consistency",
+                                                               "num_inference_steps": k})["action"]).all()

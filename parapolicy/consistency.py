@@ -58,7 +58,8 @@ class ConsistencyConfig:
     out: str = "runs/consistency"
     """run directory: train_state.pt, log.jsonl, policy/, summary.json"""
     steps: int = 8000
-    """optimiser steps in all (the cosine schedule spans them)"""
+    """optimiser steps in all (the cosine schedule spans them); 0 writes the teacher's weights as a consistency
+    student (the untrained baseline of the consistency sampler)"""
     batch_size: int = 256
     lr: float = 1e-4
     warmup_steps: int = 100
@@ -101,7 +102,10 @@ class ConsistencyConfig:
     """the command line, recorded in the student's config (set by main)"""
 
     def __post_init__(self):
-        for key in ("steps", "batch_size", "skip", "sample_steps", "log_every", "save_every"):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0 (0: the teacher's weights as a student), got "
+                             f"{self.steps!r}")
+        for key in ("batch_size", "skip", "sample_steps", "log_every", "save_every"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {v!r}")

@@ -273,7 +273,7 @@ def test_sample_consistency_against_float64_loop_and_uses_its_step_noise():
 
 
 def test_config_rejects_bad_values():
-    for kw in ({"skip": 0}, {"solver": "euler"}, {"distance": "l1"}, {"weighting": "karras"}, {"target_ema": 1.0}, {"steps": 0},
+    for kw in ({"skip": 0}, {"solver": "euler"}, {"distance": "l1"}, {"weighting": "karras"}, {"target_ema": 1.0}, {"steps": -1},
                {"lr": 0.0}, {"alpha_min": 1.0}):
         with pytest.raises(ValueError):
             C.ConsistencyConfig(**kw)
@@ -351,6 +351,17 @@ def test_tiny_end_to_end_resume_load_and_sample(tmp_path):
     mtime = (out / "policy" / "model.safetensors").stat().st_mtime
     C.train(cfg)
     assert (out / "policy" / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_zero_steps_writes_the_teacher_as_a_consistency_student(tmp_path):
+    from parapolicy.checkpoint import load_checkpoint
+
+    teacher_dir, cfg = _tiny_run(tmp_path, steps=0)
+    summary = C.train(cfg)
+    assert summary["train_steps"] == 0
+    ck, tk = load_checkpoint(tmp_path / "cm" / "policy"), load_checkpoint(teacher_dir)
+    assert ck.config["default_sampler"] == "consistency"
+    assert all(torch.equal(ck.model_state[k], tk.model_state[k]) for k in tk.model_state)
 
 
 def test_runtime_runner_passes_the_consistency_sampler(tmp_path):

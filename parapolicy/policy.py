@@ -124,7 +124,8 @@ class DiffusionPolicy:
         self.input_dim = self.action_dim + (0 if self.global_cond else self.obs_dim)
         # normaliser entry of each obs key / "action" (LeRobot keys hold dots, which ParameterDict forbids)
         self._norm_key = {k: config.get("normalizer_keys", {}).get(k, k) for k in self.obs_keys + ["action"]}
-        self.default_sampler = "para" + config.get("default_sampler", "ddpm")
+        own = config.get("default_sampler", "ddpm")
+        self.default_sampler = own if own == "consistency" else "para" + own
         self._schedulers: dict = {}
         self._denoise_fn = None
         self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
@@ -206,6 +207,10 @@ class DiffusionPolicy:
     def scheduler(self, family: str, num_inference_steps: int | None = None):
         steps = num_inference_steps or int(self.config["num_inference_steps"])
         key = (family, steps)
+        if key not in self._schedulers and family == "consistency":
+            from parapolicy.sampling.consistency import consistency_scheduler
+
+            self._schedulers[key] = consistency_scheduler(self.config, steps)
         if key not in self._schedulers:
             self._schedulers[key] = make_scheduler(family, self.config["scheduler"], steps)
         # shared, not copied per call: the samplers never mutate a scheduler (tested in test_sampling)
@@ -284,6 +289,10 @@ class DiffusionPolicy:
         clock = clock or time.monotonic
         start = clock()
         cfg = as_sampler_config(sampler or self.default_sampler)
+        if (cfg.name == "consistency") != ("consistency" in self.config):
+            raise ValueError(f"sampler {cfg.name!r} does not fit this policy: " + (
+                "a consistency student is sampled only by the 'consistency' sampler" if "consistency" in self.config
+                else "the 'consistency' sampler needs a consistency student (python -m parapolicy.consistency)"))
         t0 = time.perf_counter()
         cond = self.normalized_condition(obs)
         _sync(self.device)
@@ -308,6 +317,18 @@ class DiffusionPolicy:
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
                                       atol=cfg.atol, guess=cfg.guess, init=init, accel=cfg.accel,
                                       cost_model=cost, **common)
+        elif cfg.name == "consistency":
+            from parapolicy.sampling.consistency import sample_consistency
+            from parapolicy.sampling.stats import PicardStats
+
+            if cfg.max_iters is not None or cfg.time_budget is not None or init is not None:
+                raise ValueError("the consistency sampler takes 1-4 steps: set num_inference_steps, not "
+                                 "max_iters / time_budget / init")
+            x0 = sample_consistency(self.denoiser, sch, init_noise, noise=step_noise, cond=cond,
+                                    num_inference_steps=S, generator=generator)
+            stats = PicardStats(iterations=S, nfe=float(S), nfe_per_sample=[S] * b, capped=False,
+                                converged_steps=[S] * b, converged=[True] * b, window=1, num_steps=S,
+                                guess="consistency")
         else:
             if init is not None:
                 raise ValueError(f"init (a warm-start trajectory) is for Picard samplers, not {cfg.name!r}")

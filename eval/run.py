@@ -124,9 +124,10 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     ls = cfg.get("latency_scale", 1.0)
     if isinstance(ls, bool) or not isinstance(ls, int | float) or not ls >= 0:
         raise _err("latency_scale", f"must be a number >= 0, got {ls!r}")
-    if cfg.get("noise", "chunk") not in ("chunk", "episode"):
-        raise _err("noise", f"must be 'chunk' (fresh noise per chunk) or 'episode' (one noise per episode), "
-                            f"got {cfg.get('noise')!r}")
+    if cfg.get("noise", "chunk") not in ("chunk", "episode", "relay"):
+        raise _err("noise", f"must be 'chunk' (fresh noise per chunk), 'episode' (one noise per episode) or "
+                            f"'relay' (the previous chunk's noise moved by the executed actions, fresh for new "
+                            f"positions), got {cfg.get('noise')!r}")
     for key in ("realtime", "progress", "plots", "resume"):
         if key in cfg and not isinstance(cfg[key], bool):
             raise _err(key, f"must be true or false, got {cfg[key]!r}")
@@ -154,6 +155,8 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     cfg["wandb"] = wb
     samplers = sampler_configs(cfg)
     ec = EvalConfig(**cfg)
+    if ec.realtime and ec.noise == "relay":
+        raise _err("noise", "'relay' is for lock-step evaluation (realtime=false)")
     if ec.realtime and ec.n_envs != 1:
         raise _err("n_envs", "realtime=true simulates one robot whose latency is measured per call: set n_envs=1")
     return ec, samplers
@@ -407,7 +410,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
                             bar.set_postfix_str(f"{label}: step {step}/{ec.max_steps}, {running} running")
                     rollout_block(policy, sc, label, envs, todo, ec.max_steps, counter, probe_every,
                                   frames_for, on_episode(label), on_cycle,
-                                  same_noise_all_chunks=ec.noise == "episode")
+                                  same_noise_all_chunks=ec.noise == "episode", relay=ec.noise == "relay")
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing results of the finished episodes", file=sys.stderr)

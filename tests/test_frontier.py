@@ -57,7 +57,7 @@ def tiny(tmp_path_factory):
 
 def raw_cfg(teacher: str, **frontier_kw) -> dict:
     fr = {"steps": [2], "few_step": ["ddim", "paraddim"], "paraddpm": True, "warm_start": False,
-          "students": "none", "student_samplers": ["ddim"], "plan": False}
+          "students": "none", "student_samplers": ["ddim"], "plan": False, "consistency": "none"}
     fr.update(frontier_kw)
     return {"policy": {"path": teacher}, "env": {"id": "parapolicy/PushT-v0", "obs_type": "keypoints",
                                                  "control_hz": 10},
@@ -321,7 +321,7 @@ def test_cli_plan_lists_entries_and_runs_nothing(tiny, tmp_path):
     out = tmp_path / "plan"
     env = dict(os.environ, HYDRA_FULL_ERROR="1", WANDB_SILENT="true")
     p = subprocess.run([sys.executable, "-m", "eval.frontier", f"policy.path={tiny['teacher']}",
-                        "frontier.steps=[2,5]", "frontier.plan=true", f"frontier.students={tiny['distill']}",
+                        "frontier.steps=[2,5]", "frontier.plan=true", "frontier.consistency=none", f"frontier.students={tiny['distill']}",
                         f"hydra.run.dir={out}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     for label in ("ddpm-10", "paradpmsolver-5", "paraddpm-10-warm (episode noise)", "student r1 ddim-5"):

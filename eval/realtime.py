@@ -307,26 +307,35 @@ def _env_step(e: _Episode, action, max_steps: int) -> None:
 
 def switch_smoothness(actions: np.ndarray, sources: list) -> dict:
     """Smoothness at chunk switches. actions (T, Da) as executed; sources[k]: the chunk of tick k (None: a
-    hold). A switch is a tick whose source differs from the previous tick's.
+    hold). A switch is a tick whose chunk differs from the previous tick's chunk (ticks next to a hold are
+    neither switch nor within: holds are counted on their own, `held_steps`).
 
     -> {"switch_jump_max", "switch_jump_mean": |a_k - a_{k-1}| (euclidean, env units) over switch ticks;
         "within_jump_max", "within_jump_mean": the same over ticks inside one chunk;
-        "switch_jerk_mean": mean |a_k - 3a_{k-1} + 3a_{k-2} - a_{k-3}| over 4-tick windows that contain a switch;
-        "within_jerk_mean": over windows inside one chunk; "n_switches"}. NaN where there is no such tick."""
+        "switch_jerk_mean": mean |a_k - 3a_{k-1} + 3a_{k-2} - a_{k-3}| over 4-tick windows of chunk actions
+        that contain a switch; "within_jerk_mean": over windows inside one chunk; "n_switches"}. NaN where
+        there is no such tick."""
     a = np.asarray(actions, dtype=np.float64)
     src = list(sources)
     T = len(a)
     jump = np.linalg.norm(np.diff(a, axis=0), axis=-1) if T > 1 else np.zeros(0)
-    switch = np.array([src[k] != src[k - 1] for k in range(1, T)], dtype=bool)
-    jerk = np.linalg.norm(a[3:] - 3 * a[2:-1] + 3 * a[1:-2] - a[:-3], axis=-1) if T > 3 else np.zeros(0)
-    jerk_sw = np.array([switch[k - 3:k].any() for k in range(3, T)], dtype=bool) if T > 3 else np.zeros(0, bool)
+    live = [src[k] is not None and src[k - 1] is not None for k in range(1, T)]
+    switch = np.array([lv and src[k + 1] != src[k] for k, lv in enumerate(live)], dtype=bool)
+    within = np.array([lv and src[k + 1] == src[k] for k, lv in enumerate(live)], dtype=bool)
+    if T > 3:
+        jerk = np.linalg.norm(a[3:] - 3 * a[2:-1] + 3 * a[1:-2] - a[:-3], axis=-1)
+        ok = np.array([all(live[j:j + 3]) for j in range(T - 3)], dtype=bool)
+        jerk_sw = ok & np.array([switch[j:j + 3].any() for j in range(T - 3)], dtype=bool)
+        jerk_in = ok & ~jerk_sw
+    else:
+        jerk, jerk_sw, jerk_in = np.zeros(0), np.zeros(0, bool), np.zeros(0, bool)
 
     def stat(x, f):
         return float(f(x)) if len(x) else float("nan")
 
     return {"switch_jump_max": stat(jump[switch], np.max), "switch_jump_mean": stat(jump[switch], np.mean),
-            "within_jump_max": stat(jump[~switch], np.max), "within_jump_mean": stat(jump[~switch], np.mean),
-            "switch_jerk_mean": stat(jerk[jerk_sw], np.mean), "within_jerk_mean": stat(jerk[~jerk_sw], np.mean),
+            "within_jump_max": stat(jump[within], np.max), "within_jump_mean": stat(jump[within], np.mean),
+            "switch_jerk_mean": stat(jerk[jerk_sw], np.mean), "within_jerk_mean": stat(jerk[jerk_in], np.mean),
             "n_switches": int(switch.sum())}
 
 

@@ -205,6 +205,10 @@ def test_switch_smoothness_against_a_hand_computation():
     # jerk windows a[0..3], a[1..4], a[2..5] all contain the switch (between ticks 2 and 3)
     jerk = [abs(a[k, 0] - 3 * a[k - 1, 0] + 3 * a[k - 2, 0] - a[k - 3, 0]) for k in (3, 4, 5)]
     assert m["switch_jerk_mean"] == pytest.approx(np.mean(jerk)) and math.isnan(m["within_jerk_mean"])
+    # a hold (None) is neither a switch nor inside a chunk: the jump into and out of it is not counted
+    h = switch_smoothness(np.array([[0, 0], [50, 0], [51, 0], [52, 0], [53, 0]], float), [None, 0, 0, 0, 0])
+    assert h["n_switches"] == 0 and math.isnan(h["switch_jump_max"]) and h["within_jump_max"] == 1.0
+    assert h["within_jerk_mean"] == 0.0  # only the window a[1..4] is all chunk actions
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -379,3 +383,25 @@ def test_videos_of_the_first_episodes(tiny_ckpt, tmp_path):
 
     frames = imageio.mimread(tmp_path / gifs[0])
     assert len(frames) == MAX_STEPS + 1 and frames[0].ndim == 3
+
+
+def test_delay_sweep_writes_table_plot_and_resumes(tiny_ckpt, tmp_path):
+    from eval.delay_sweep import main
+    from eval.outputs import read_jsonl
+
+    args = ["--policy", tiny_ckpt, "--n-episodes", "2", "--n-envs", "2", "--max-steps", str(MAX_STEPS),
+            "--delays", "0", "2", "--modes", "replace", "inpaint", "--out", str(tmp_path)]
+    assert main(args) == 0
+    for f in ("episodes.jsonl", "delay_sweep.json", "delay_sweep.md", "delay_sweep.png"):
+        assert (tmp_path / f).exists(), f
+    res = json.loads((tmp_path / "delay_sweep.json").read_text())
+    cells = {(c["mode"], c["delay"]): c for c in res["cells"]}
+    assert set(cells) == {(m, d) for m in ("replace", "inpaint") for d in (0, 2)}
+    assert all(c["n"] == 2 and "switch_jump_max" in c["smoothness"] for c in cells.values())
+    # delay 0: nothing executes during inference, so inpaint fixes no prefix and equals replace
+    assert cells[("inpaint", 0)]["mean_score"] == cells[("replace", 0)]["mean_score"]
+    recs = read_jsonl(tmp_path / "episodes.jsonl")
+    assert all(r["runner"]["n_chunks"] >= 1 for r in recs)
+    assert any(r["runner"]["inpainted_mean"] > 0 for r in recs if r["mode"] == "inpaint" and r["delay"] == 2)
+    main(args)  # resume: nothing new runs
+    assert len(read_jsonl(tmp_path / "episodes.jsonl")) == len(recs) == 8

@@ -12,7 +12,9 @@ Entries (configs/frontier.yaml, `frontier.*`), each a row of the table:
 * with `warm_start`, a second group with one noise draw per episode (`noise=episode`, what warm start needs):
   DDPM-S, ParaDDPM-S cold and ParaDDPM-S warm start, so the warm start is compared with its fair pairs;
 * the distilled students listed in a students.json (`parapolicy.distill`), each with `student_samplers`
-  (ddim, paraddim) at its own step count.
+  (ddim, paraddim) at its own step count;
+* a consistency student (`parapolicy.consistency`, `frontier.consistency`) with its own `consistency` sampler at
+  every k in `consistency_steps` (one group: same seeds and per-chunk noise for every k).
 
 Entries that share a policy and a noise mode form a group that `eval.run.evaluate` runs in `<out>/<group>/`
 (same seeds, same per-(seed, chunk) noise, samplers interleaved, one batch-1 latency probe), so every eval.run
@@ -35,8 +37,10 @@ from pathlib import Path
 
 FEW_STEP = ("ddim", "paraddim", "dpmsolver", "paradpmsolver")
 STUDENT_SAMPLERS = ("ddim", "paraddim")
-FRONTIER_KEYS = ("steps", "few_step", "paraddpm", "warm_start", "students", "student_samplers", "plan")
+FRONTIER_KEYS = ("steps", "few_step", "paraddpm", "warm_start", "students", "student_samplers", "consistency",
+                 "consistency_steps", "plan")
 AUTO_STUDENTS = ("runs/distill_long", "runs/distill")
+AUTO_CONSISTENCY = "runs/consistency"
 # per-row fields read from the results (None until the entry has run); eval.frontier_report documents them
 RESULT_FIELDS = ("window", "tol", "accel", "n_episodes", "n_errors", "mean_score", "mean_score_ci95", "pc_success",
                  "pc_success_ci95", "latency_p50_ms", "latency_p95_ms", "latency_source", "latency_cold_probe_p50_ms",
@@ -53,7 +57,7 @@ class Entry:
     label: str
     """unique row name, e.g. "paraddim-10", "paraddpm-100-warm (episode noise)", "student r3 ddim-12\""""
     family: str
-    """plot family: "sequential", "picard" or "student\""""
+    """plot family: "sequential", "picard", "student" or "consistency\""""
     group: str
     """subdirectory of the entries run together by eval.run (same policy, same noise mode)"""
     policy: str
@@ -83,7 +87,8 @@ def check_frontier(raw: dict) -> dict:
     if unknown:
         raise _err(f"frontier.{unknown[0]}", f"unknown key; known: {', '.join(FRONTIER_KEYS)}")
     fr = {"steps": [5, 10, 20], "few_step": list(FEW_STEP), "paraddpm": True, "warm_start": True,
-          "students": "auto", "student_samplers": ["ddim"], "plan": False, **fr}
+          "students": "auto", "student_samplers": ["ddim"], "consistency": "auto", "consistency_steps": [1, 2, 3, 4],
+          "plan": False, **fr}
     for key in ("samplers", "noise"):
         if raw.get(key) is not None:
             raise _err(key, "the frontier sets it per entry; choose entries with frontier.* "
@@ -113,6 +118,15 @@ def check_frontier(raw: dict) -> dict:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise _err(f"frontier.steps[{i}]", f"must be an integer k >= 1, got {k!r}")
     fr["steps"] = list(dict.fromkeys(steps))
+    cs = fr["consistency_steps"] if fr["consistency_steps"] is not None else []
+    if not isinstance(cs, list | tuple) or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in cs):
+        raise _err("frontier.consistency_steps", f"must be a list of step counts (k >= 1), got {cs!r}")
+    fr["consistency_steps"] = list(dict.fromkeys(cs))
+    cm = fr["consistency"]
+    if cm is False or (isinstance(cm, str) and cm.lower() in ("none", "")):
+        fr["consistency"] = None
+    elif cm is not None and not isinstance(cm, str):
+        raise _err("frontier.consistency", f"must be auto, none or a path, got {cm!r}")
     st = fr["students"]
     if st is False or (isinstance(st, str) and st.lower() in ("none", "")):
         fr["students"] = None
@@ -168,11 +182,41 @@ def find_students(spec: str | None, cwd: str | os.PathLike = ".") -> tuple[list[
     return out, f"students: {len(out)} from {path.absolute()}"
 
 
-def build_entries(fr: dict, teacher: str, teacher_steps: int, students: list[dict]) -> list[Entry]:
+def find_consistency(spec: str | None, cwd: str | os.PathLike = ".") -> tuple[str | None, str]:
+    """The consistency student to evaluate -> (its policy directory resolved, or None; a note).
+
+    spec: None (none), "auto" (runs/consistency/policy below cwd if it exists; none is not an error), or a
+    `parapolicy.consistency` out dir or its policy dir (missing, or not a consistency student: an error)."""
+    if spec is None:
+        return None, "consistency: none (frontier.consistency=none)"
+    cwd = Path(cwd)
+    if spec == "auto":
+        hit = cwd / AUTO_CONSISTENCY / "policy"
+        if not (hit / "config.json").exists():
+            return None, (f"consistency: none found ({AUTO_CONSISTENCY}/policy does not exist below {cwd.resolve()}); "
+                          "set frontier.consistency=PATH to add one")
+    else:
+        path = Path(spec) if Path(spec).is_absolute() else cwd / spec
+        hit = next((c for c in (path / "policy", path) if (c / "config.json").exists()), None)
+        if hit is None:
+            raise _err("frontier.consistency", f"no consistency student at {path} (give a parapolicy.consistency "
+                                               "out dir or its policy dir, or none)")
+    try:
+        cfg = json.loads((hit / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise _err("frontier.consistency", f"cannot read {hit / 'config.json'}: {e}") from None
+    if "consistency" not in cfg:
+        raise _err("frontier.consistency", f"{hit} is not a consistency student (its config has no 'consistency')")
+    return str(hit.resolve()), f"consistency: {hit.resolve()}"
+
+
+def build_entries(fr: dict, teacher: str, teacher_steps: int, students: list[dict],
+                  consistency: str | None = None) -> list[Entry]:
     """The frontier's entries from the validated `frontier` node. Pure.
 
     teacher: the teacher's checkpoint; teacher_steps: its own step count S (DDPM-S is the reference).
-    students: [{"steps", "round", "policy"}] (find_students)."""
+    students: [{"steps", "round", "policy"}] (find_students); consistency: a consistency student's policy dir
+    (find_consistency) or None."""
     s = teacher_steps
     ref = f"ddpm-{s}"
     teach = dict(policy=teacher, policy_name="teacher")
@@ -203,6 +247,12 @@ def build_entries(fr: dict, teacher: str, teacher_steps: int, students: list[dic
             out.append(Entry(f"student r{st['round']} {label}", "student", f"student_r{st['round']}_{st['steps']}",
                              policy=st["policy"], policy_name=f"student r{st['round']}", noise="chunk",
                              sampler={"name": name, "label": label}, steps=st["steps"], reference=ref))
+    for k in (fr.get("consistency_steps") or []) if consistency else []:
+        label = f"consistency-{k}"
+        out.append(Entry(f"student {label}", "consistency", "consistency", policy=consistency,
+                         policy_name="consistency student", noise="chunk",
+                         sampler={"name": "consistency", "num_inference_steps": k, "label": label}, steps=k,
+                         reference=ref))
     labels = [e.label for e in out]
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup:
@@ -265,7 +315,20 @@ def prepare(raw: dict, cwd: str | os.PathLike = ".") -> tuple[dict, list[Entry],
                                             f"{st['steps']}")
     if students and not fr["student_samplers"]:
         note += " (not run: frontier.student_samplers is empty)"
-    entries = build_entries(fr, path, int(tcfg["num_inference_steps"]), students)
+    cm_path, cm_note = find_consistency(fr["consistency"], cwd)
+    if cm_path is not None:
+        from parapolicy.sampling.consistency import consistency_scheduler
+
+        cm_cfg = load_checkpoint(cm_path).config
+        for i, k in enumerate(fr["consistency_steps"]):
+            try:
+                consistency_scheduler(cm_cfg, k)
+            except ValueError as e:
+                raise _err(f"frontier.consistency_steps[{i}]", str(e)) from None
+        if not fr["consistency_steps"]:
+            cm_note += " (not run: frontier.consistency_steps is empty)"
+    note += "; " + cm_note
+    entries = build_entries(fr, path, int(tcfg["num_inference_steps"]), students, cm_path)
     resolved = None
     for name, ents in groups(entries).items():
         try:

@@ -3,7 +3,7 @@
 Pure functions from the rows (one dict per entry, fields below) and a meta dict (command, machine, groups) to
 text and a figure; every file is written to a temp file and renamed into place.
 
-Row fields: label, family (sequential / picard / student), policy_name, policy, sampler, steps, noise
+Row fields: label, family (sequential / picard / student / consistency), policy_name, policy, sampler, steps, noise
 (chunk / episode), warm_start, group, status (done / partial / missing), reference (the entry paired differences
 are taken against), window, tol, accel, n_episodes, n_errors, mean_score, mean_score_ci95 [lo, hi], pc_success,
 pc_success_ci95, latency_p50_ms, latency_p95_ms (batch 1), latency_source, latency_cold_probe_p50_ms
@@ -27,7 +27,7 @@ CSV_FIELDS = ("label", "family", "policy_name", "sampler", "steps", "noise", "wa
               "rounds_mean", "nfe_mean", "rounds_mean_probe_batch1", "max_action_error", "reference", "d_score",
               "d_score_lo", "d_score_hi", "d_success", "d_success_lo", "d_success_hi", "n_pairs", "window", "tol",
               "accel", "latency_source", "episodes_per_min", "group", "policy")
-FAMILY_STYLE = {"sequential": ("o", "C0"), "picard": ("s", "C1"), "student": ("^", "C2")}
+FAMILY_STYLE = {"sequential": ("o", "C0"), "picard": ("s", "C1"), "student": ("^", "C2"), "consistency": ("D", "C3")}
 
 
 def flat_row(row: dict) -> dict:

@@ -146,10 +146,12 @@ class CallCounter:
 
 
 def predict_chunk(policy, sampler, seeds: list[int], chunks: list[int], windows: list[np.ndarray],
-                  inits: list | None = None) -> tuple[dict, float]:
-    """One batched policy call with the per-(seed, chunk) noise -> (predict_action output, wall-clock ms)."""
+                  inits: list | None = None, noise: list | None = None) -> tuple[dict, float]:
+    """One batched policy call with the per-(seed, chunk) noise (or the given [(x_T, z)] per episode)
+    -> (predict_action output, wall-clock ms)."""
     n_steps = n_sampler_steps(policy, sampler)
-    noise = [chunk_noise(s, c, policy.horizon, policy.input_dim, n_steps) for s, c in zip(seeds, chunks)]
+    if noise is None:
+        noise = [chunk_noise(s, c, policy.horizon, policy.input_dim, n_steps) for s, c in zip(seeds, chunks)]
     x_t = torch.cat([n[0] for n in noise]).to(policy.device)
     step_noise = torch.cat([n[1] for n in noise], dim=1).to(policy.device)
     init = None
@@ -161,6 +163,24 @@ def predict_chunk(policy, sampler, seeds: list[int], chunks: list[int], windows:
     out = policy.predict_action(obs, sampler=sampler, init_noise=x_t, step_noise=step_noise, init=init)
     _sync(policy.device)
     return out, (time.perf_counter() - t0) * 1e3
+
+
+def _relayed(policy, sampler, slot) -> tuple:
+    fresh = chunk_noise(slot.seed, slot.chunk, policy.horizon, policy.input_dim, n_sampler_steps(policy, sampler))
+    if slot.noise is None:
+        return fresh
+    from parapolicy.sampling.warm import relay_noise
+
+    return relay_noise(slot.noise[0], slot.noise[1], fresh[0], fresh[1], slot.executed)
+
+
+def _relay_init(policy, sampler, slot, noise) -> torch.Tensor:
+    from parapolicy.sampling.warm import relay_init
+
+    cfg = sampler
+    steps = slot.traj.shape[0] - 1
+    return relay_init(slot.traj, slot.executed, noise[0].to(policy.device), noise[1].to(policy.device),
+                      policy.scheduler(cfg.family, steps), steps)
 
 
 def _shift(policy, sampler, traj: torch.Tensor, n: int) -> torch.Tensor:
@@ -181,6 +201,7 @@ class _Slot:
     executed: int = 0
     frames: list | None = None
     pending: np.ndarray | None = None
+    noise: tuple | None = None  # relay: this episode's last chunk noise (x_T, z)
 
 
 def _flat_obs(obs) -> np.ndarray:
@@ -248,7 +269,7 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
                   counter: CallCounter, probe_every: int = 0, record_frames: set | None = None,
                   on_episode: Callable[[EpisodeResult, list | None], None] | None = None,
                   on_cycle: Callable[[int, int], None] | None = None,
-                  same_noise_all_chunks: bool = False) -> list[EpisodeResult]:
+                  same_noise_all_chunks: bool = False, relay: bool = False) -> list[EpisodeResult]:
     """Run len(seeds) episodes side by side (lock-step; envs[i] runs seeds[i]) with one batched policy call per
     chunk. Returns one EpisodeResult per seed, in order; `on_episode(result, frames)` is called as each ends.
 
@@ -257,7 +278,9 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
     probe_every: keep the observation window of every probe_every-th chunk (0: none) in `probe_obs`.
     record_frames: seeds whose rgb frames are collected (the env must render rgb_array).
     on_cycle(env step reached, episodes still running) is called after each chunk (for progress display).
-    same_noise_all_chunks: every chunk of an episode uses the noise of chunk 0 (what warm start assumes)."""
+    same_noise_all_chunks: every chunk of an episode uses the noise of chunk 0 (what warm start assumes).
+    relay: each chunk's noise is the previous chunk's relayed by the executed actions, fresh for the new
+    positions (`sampling.warm.relay_noise`); a warm start then starts from `relay_init`."""
     if len(envs) < len(seeds):
         raise ValueError(f"{len(seeds)} seeds need as many envs, got {len(envs)}")
     slots: list[_Slot] = []
@@ -279,11 +302,19 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
 
     def run_call(group: list[_Slot]) -> None:
         windows = [np.stack(list(s.history)) for s in group]
-        inits = None
-        if sampler.parallel and sampler.warm_start and all(s.traj is not None for s in group):
-            inits = [_shift(policy, sampler, s.traj, s.executed) for s in group]
+        inits, noise = None, None
         noise_chunks = [0 if same_noise_all_chunks else s.chunk for s in group]
-        out, ms = predict_chunk(policy, sampler, [s.seed for s in group], noise_chunks, windows, inits)
+        warm_ready = sampler.parallel and sampler.warm_start and all(s.traj is not None for s in group)
+        if relay:
+            noise = [_relayed(policy, sampler, s) for s in group]
+            if warm_ready:
+                inits = [_relay_init(policy, sampler, s, nz) for s, nz in zip(group, noise)]
+        elif warm_ready:
+            inits = [_shift(policy, sampler, s.traj, s.executed) for s in group]
+        out, ms = predict_chunk(policy, sampler, [s.seed for s in group], noise_chunks, windows, inits, noise)
+        if relay:
+            for s, nz in zip(group, noise):
+                s.noise = nz
         rounds, nfe, capped = _call_stats(out["stats"], n_sampler_steps(policy, sampler))
         per_sample = getattr(out["stats"], "nfe_per_sample", None)
         warm = counter.next_is_warmup(label)

@@ -128,9 +128,10 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     ls = cfg.get("latency_scale", 1.0)
     if isinstance(ls, bool) or not isinstance(ls, int | float) or not ls >= 0:
         raise _err("latency_scale", f"must be a number >= 0, got {ls!r}")
-    if cfg.get("noise", "chunk") not in ("chunk", "episode"):
-        raise _err("noise", f"must be 'chunk' (fresh noise per chunk) or 'episode' (one noise per episode), "
-                            f"got {cfg.get('noise')!r}")
+    if cfg.get("noise", "chunk") not in ("chunk", "episode", "relay"):
+        raise _err("noise", f"must be 'chunk' (fresh noise per chunk), 'episode' (one noise per episode) or "
+                            f"'relay' (the previous chunk's noise moved by the executed actions, fresh for new "
+                            f"positions), got {cfg.get('noise')!r}")
     for key in ("realtime_delay", "realtime_inpaint_steps"):
         if cfg.get(key) is not None:
             _int(cfg, key, 0)
@@ -164,6 +165,8 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     cfg["wandb"] = wb
     samplers = sampler_configs(cfg)
     ec = EvalConfig(**cfg)
+    if ec.realtime and ec.noise == "relay":
+        raise _err("noise", "'relay' is for lock-step evaluation (realtime=false)")
     if ec.realtime and ec.realtime_delay is None and ec.n_envs != 1:
         raise _err("n_envs", "realtime=true with measured latency simulates one robot whose latency is measured per "
                              "call: set n_envs=1 (or a fixed realtime_delay, which batches envs)")
@@ -438,7 +441,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
                             bar.set_postfix_str(f"{label}: step {step}/{ec.max_steps}, {running} running")
                     rollout_block(policy, sc, label, envs, todo, ec.max_steps, counter, probe_every,
                                   frames_for, on_episode(label), on_cycle,
-                                  same_noise_all_chunks=ec.noise == "episode")
+                                  same_noise_all_chunks=ec.noise == "episode", relay=ec.noise == "relay")
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: writing results of the finished episodes", file=sys.stderr)

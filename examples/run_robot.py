@@ -61,7 +61,7 @@ def main() -> None:
         policy = RemotePolicy(args.remote)
     else:
         policy = parapolicy.load_policy(args.policy)
-    config = RunnerConfig(dt=0.1, sampler=args.sampler, latency_budget=args.budget, refill_at=args.refill_at,
+    config = RunnerConfig(dt=0.1, sampler={"name": args.sampler, "time_budget": args.budget}, refill_at=args.refill_at,
                           warm_start=args.warm_start, seed=0 if args.warm_start else None,
                           action_low=0.0, action_high=512.0)
     if args.pusht:

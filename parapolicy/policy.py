@@ -124,11 +124,13 @@ class DiffusionPolicy:
         self.input_dim = self.action_dim + (0 if self.global_cond else self.obs_dim)
         # normaliser entry of each obs key / "action" (LeRobot keys hold dots, which ParameterDict forbids)
         self._norm_key = {k: config.get("normalizer_keys", {}).get(k, k) for k in self.obs_keys + ["action"]}
-        self.default_sampler = "para" + config.get("default_sampler", "ddpm")
+        own = config.get("default_sampler", "ddpm")
+        self.default_sampler = own if own == "consistency" else "para" + own
         self._schedulers: dict = {}
         self._denoise_fn = None
         self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
         self._fast_mode, self._fast_stamp = None, None  # set_fast's path and the weights it was built from
+        self._advance: dict = {}  # (family, steps, warm) -> {window: mean steps accepted per round}, measured
         self.reset()
 
     # ----------------------------------------------------------------------------------------- building
@@ -189,11 +191,14 @@ class DiffusionPolicy:
         if weights_stamp(self.model) != self._fast_stamp:
             self.set_fast(self._fast_mode)
 
-    def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int, measure: bool = True):
+    def cost_model(self, x_T: torch.Tensor, cond: torch.Tensor | None, num_steps: int, measure: bool = True,
+                   advance_key: tuple | None = None):
         """The Picard cost model for window="auto": the batch-latency curve of the UNet path called now (fast
         path included), measured once per process by `sampling.cost.cached_latency`, keyed by that module
         (`self.denoiser` is a new bound method on every access, the module is not). measure=False (a call
-        under a time budget): never measure; ValueError if `prepare` has not measured it."""
+        under a time budget): never measure; ValueError if `prepare` has not measured it. The advance per round
+        is the one this policy measured on its own solves with the same `advance_key` (family, steps, warm),
+        so the window follows how far rounds really get (`CostModel.measured`)."""
         from parapolicy.sampling.cost import CostModel, cached_latency
 
         net = self._denoise_fn or self.model
@@ -201,11 +206,24 @@ class DiffusionPolicy:
         if curve is None:
             raise ValueError("window='auto' under a time budget needs the cost model measured beforehand: call "
                              "policy.prepare(sampler, batch) (Runner.warmup does) before the control loop")
-        return CostModel(curve)
+        return CostModel.measured(curve, self._advance.get(advance_key, {}))
+
+    def _record_advance(self, key: tuple, stats) -> None:
+        """Running mean (last ~20 solves) of the steps accepted per round at the window used."""
+        if not stats.iterations or stats.capped:
+            return
+        table = self._advance.setdefault(key, {})
+        a = stats.num_steps / stats.iterations
+        old = table.get(stats.window)
+        table[stats.window] = a if old is None else old + (a - old) / 20.0
 
     def scheduler(self, family: str, num_inference_steps: int | None = None):
         steps = num_inference_steps or int(self.config["num_inference_steps"])
         key = (family, steps)
+        if key not in self._schedulers and family == "consistency":
+            from parapolicy.sampling.consistency import consistency_scheduler
+
+            self._schedulers[key] = consistency_scheduler(self.config, steps)
         if key not in self._schedulers:
             self._schedulers[key] = make_scheduler(family, self.config["scheduler"], steps)
         # shared, not copied per call: the samplers never mutate a scheduler (tested in test_sampling)
@@ -290,6 +308,10 @@ class DiffusionPolicy:
         clock = clock or time.monotonic
         start = clock()
         cfg = as_sampler_config(sampler or self.default_sampler)
+        if (cfg.name == "consistency") != ("consistency" in self.config):
+            raise ValueError(f"sampler {cfg.name!r} does not fit this policy: " + (
+                "a consistency student is sampled only by the 'consistency' sampler" if "consistency" in self.config
+                else "the 'consistency' sampler needs a consistency student (python -m parapolicy.consistency)"))
         t0 = time.perf_counter()
         cond = self.normalized_condition(obs)
         _sync(self.device)
@@ -310,11 +332,25 @@ class DiffusionPolicy:
                       max_iters=cfg.max_iters, deadline=deadline, clock=clock, known=known)
         if cfg.parallel:
             cost = None
+            akey = (cfg.family, S, init is not None)
             if cfg.window == "auto":
-                cost = self.cost_model(init_noise, cond, S, measure=deadline is None)
+                cost = self.cost_model(init_noise, cond, S, measure=deadline is None, advance_key=akey)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
                                       atol=cfg.atol, guess=cfg.guess, init=init, accel=cfg.accel,
                                       cost_model=cost, **common)
+            self._record_advance(akey, stats)
+        elif cfg.name == "consistency":
+            from parapolicy.sampling.consistency import sample_consistency
+            from parapolicy.sampling.stats import PicardStats
+
+            if cfg.max_iters is not None or cfg.time_budget is not None or init is not None:
+                raise ValueError("the consistency sampler takes 1-4 steps: set num_inference_steps, not "
+                                 "max_iters / time_budget / init")
+            x0 = sample_consistency(self.denoiser, sch, init_noise, noise=step_noise, cond=cond,
+                                    num_inference_steps=S, generator=generator)
+            stats = PicardStats(iterations=S, nfe=float(S), nfe_per_sample=[S] * b, capped=False,
+                                converged_steps=[S] * b, converged=[True] * b, window=1, num_steps=S,
+                                guess="consistency")
         else:
             if init is not None:
                 raise ValueError(f"init (a warm-start trajectory) is for Picard samplers, not {cfg.name!r}")

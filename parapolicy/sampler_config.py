@@ -7,7 +7,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver")
+SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver", "consistency")
 GUESSES = ("auto", "hybrid", "frontier", "window", "none")
 ACCELS = ("anderson", "taa")
 
@@ -17,7 +17,8 @@ class SamplerConfig:
     """How to sample an action chunk."""
 
     name: str = "paraddpm"
-    """one of ddpm, paraddpm, ddim, paraddim, dpmsolver, paradpmsolver"""
+    """one of ddpm, paraddpm, ddim, paraddim, dpmsolver, paradpmsolver, consistency (consistency students only:
+    multistep consistency sampling, 1-4 steps, docs/consistency.md)"""
     num_inference_steps: int | None = None
     """reverse steps; None = the checkpoint's (100 for Diffusion Policy's DDPM)"""
     window: int | str = 16

@@ -139,10 +139,14 @@ def diffusion_loss(model, scheduler, obs_n, act_n, generator=None):
     return torch.nn.functional.mse_loss(pred, noise)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a sibling temporary file, then rename it over `path` (readers never see half a file)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+_atomic_torch_save = atomic_torch_save  # the old private name, still imported by parapolicy.distill
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,7 +37,7 @@ class FakePolicy:
         read = clock or self.clock
         now = read() if read is not None else None
         max_iters = sc.max_iters
-        deadline = None if sc.time_budget is None or now is None else now + sc.time_budget
+        deadline = None if sc.time_budget is None else (time.monotonic() if now is None else now) + sc.time_budget
         self.calls.append(dict(obs={k: v.clone() for k, v in obs_dict.items()}, sampler=sampler, init=init,
                                max_iters=max_iters, deadline=deadline, t_start=now,
                                thread=threading.current_thread().name, prefix=prefix_actions,

@@ -312,7 +312,8 @@ def test_config_inherits_eval_defaults():
     assert set(node) == set(frontier.FRONTIER_KEYS)
     assert frontier.check_frontier({"frontier": node}) == {
         "steps": [5, 10, 20], "few_step": ["ddim", "paraddim", "dpmsolver", "paradpmsolver"], "paraddpm": True,
-        "warm_start": True, "students": "auto", "student_samplers": ["ddim"], "plan": False}
+        "warm_start": True, "students": "auto", "student_samplers": ["ddim"], "consistency": "auto",
+        "consistency_steps": [1, 2, 3, 4], "plan": False}
     assert list(fr5.frontier.steps) == [5] and fr5.fast_denoiser == "bf16"
 
 

@@ -19,7 +19,7 @@ def noise(policy, b=2, steps=20, seed=1):
             torch.randn(steps, b, policy.horizon, policy.input_dim, generator=g))
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", [s for s in SAMPLERS if s != "consistency"])  # students only: test_consistency
 def test_every_sampler_returns_chunks_of_the_right_shape(tiny_policy_dir, name):
     p = load_policy(tiny_policy_dir)
     out = p.predict_action(obs_batch(p), sampler=SamplerConfig(name=name, num_inference_steps=10),

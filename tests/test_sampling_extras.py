@@ -130,3 +130,35 @@ def test_importing_sampling_pulls_no_heavy_optional_deps():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=".")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cost_model_learns_how_far_a_round_advances():
+    """The window choice follows the measured advance per round, not only the batch cost: refitting the
+    advance curve to measurements recovers its saturation, and a start that advances further per round (e.g.
+    a good warm start) makes a wider window pay on the same latency curve."""
+    from parapolicy.sampling.cost import CostModel, choose_window, default_advance, fit_max_advance, predict
+
+    measured = {p: default_advance(p, 4.0) for p in (2, 8, 16)}
+    assert abs(fit_max_advance(measured) - 4.0) < 1e-3
+    lat = {1: 1.0, 2: 1.05, 4: 1.1, 8: 1.3, 16: 1.8, 32: 3.0, 64: 5.5, 100: 8.5}
+    slow = CostModel.measured(lat, {16: 3.0})            # rounds accept ~3 steps
+    fast = CostModel.measured(lat, {16: 14.0})           # rounds accept ~14 of 16 steps
+    assert slow.adv(16) == 3.0 and fast.adv(16) == 14.0 and fast.adv(32) > slow.adv(32)
+    x = torch.zeros(1, 8, 2)
+    w_slow, _ = choose_window(None, x, None, 100, cost_model=slow)
+    w_fast, _ = choose_window(None, x, None, 100, cost_model=fast)
+    assert w_fast > w_slow
+    assert predict(fast, 100, 16)[1] < predict(slow, 100, 16)[1]
+
+
+def test_policy_records_the_advance_of_its_own_solves(tiny_policy_dir):
+    from parapolicy.policy import SamplerConfig, load_policy
+
+    p = load_policy(tiny_policy_dir, fast="eager")
+    obs = {"obs": torch.rand(1, 2, 20, generator=torch.Generator().manual_seed(0)) * 500}
+    out = p.predict_action(obs, sampler=SamplerConfig("paraddpm", window=4),
+                           generator=torch.Generator().manual_seed(0))
+    st = out["stats"]
+    assert p._advance[("ddpm", 20, False)][4] == pytest.approx(20 / st.iterations)
+    cm = p.cost_model(torch.zeros(1, p.horizon, 2), torch.zeros(1, 40), 20, advance_key=("ddpm", 20, False))
+    assert cm.adv(4) == pytest.approx(20 / st.iterations)

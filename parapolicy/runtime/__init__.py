@@ -1,7 +1,7 @@
 """Real-robot runtime: asynchronous chunked control with latency budgets, safe by default.
 
     from parapolicy.runtime import Runner, RunnerConfig, run_control_loop
-    runner = Runner(policy, RunnerConfig(dt=0.1, latency_budget=0.08, action_low=0, action_high=512))
+    runner = Runner(policy, RunnerConfig(dt=0.1, sampler=SamplerConfig(time_budget=0.08), action_low=0, action_high=512))
     runner.reset(initial_action=hold_position)
     stats = run_control_loop(my_robot, runner, duration_s=60)   # or call runner.step(obs, t) yourself
     print(runner.telemetry.summary())

@@ -6,7 +6,9 @@ round costs more; on a GPU t(N) is flat up to large N (big window wins), on a sm
 linearly (small window wins).
 
 Rounds are predicted from the window's mean advance a(p) (steps accepted per round): measured values can be
-given (`CostModel.advance`, e.g. from `stats` of earlier solves: num_steps / iterations), else the default
+given (`CostModel.advance`, e.g. from `stats` of earlier solves: num_steps / iterations; `CostModel.measured`
+also refits the default curve to them, and `DiffusionPolicy` does this with its own solves, per sampler,
+step count and start, cold or warm), else the default
 saturating model a(p) = 1 + (A - 1)(1 - exp(-(p - 1) / (A - 1))), A = `max_advance` = 7: convergence, not
 the window, limits the advance of a large window. A = 7 fits the Push-T policy (100-step DDPM, tol 0.1,
 rollout start: measured a = 1.92, 3.45, 5.56, 6.25 for p = 2, 4, 8, 16; model 1.92, 3.36, 5.12, 6.51).
@@ -71,8 +73,39 @@ class CostModel:
     def adv(self, p: int) -> float:
         if p in self.advance:
             return float(self.advance[p])
-        A = float(self.max_advance)
-        return 1.0 + (A - 1.0) * (1.0 - math.exp(-(p - 1) / (A - 1.0)))
+        return default_advance(p, self.max_advance)
+
+    @classmethod
+    def measured(cls, latency: dict[int, float], advance: dict[int, float]) -> CostModel:
+        """A cost model that knows how far a round advances: measured windows keep their own advance, every
+        other window follows the default curve refitted to the measurements (`fit_max_advance`)."""
+        return cls(latency, dict(advance), max_advance=fit_max_advance(advance) if advance else DEFAULT_MAX_ADVANCE)
+
+
+def default_advance(p: int, max_advance: float) -> float:
+    """The saturating advance model a(p) = 1 + (A - 1)(1 - exp(-(p - 1) / (A - 1))) (module docstring)."""
+    A = float(max_advance)
+    return 1.0 + (A - 1.0) * (1.0 - math.exp(-(p - 1) / (A - 1.0)))
+
+
+def fit_max_advance(advance: dict[int, float], lo: float = 1.0 + 1e-6, hi: float = 1e4) -> float:
+    """The saturation A of the default advance model that best fits measured {window: steps per round}
+    (least squares, by bisection on the mean residual; a(p) grows with A). Windows of 1 carry no information."""
+    pts = [(p, a) for p, a in advance.items() if p > 1]
+    if not pts:
+        return DEFAULT_MAX_ADVANCE
+
+    def resid(A):
+        return sum(default_advance(p, A) - min(a, p) for p, a in pts)
+
+    if resid(hi) < 0:
+        return hi
+    if resid(lo) > 0:
+        return lo
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if resid(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def predict(cost: CostModel, num_steps: int, window: int, batch: int = 1) -> tuple[float, int]:

@@ -266,7 +266,13 @@ class _Solve:
 
     def stats(self, capped: bool, window: int, accel: str, predicted, guess: str, atol: float) -> PicardStats:
         steps = self.begin.tolist()
-        residuals = [[r[:m, j].cpu() for j, m in enumerate(n)] for n, r in self._resid]
+        flat = torch.cat([r.flatten() for _, r in self._resid]).cpu() if self._resid else None  # one transfer
+        residuals, at = [], 0
+        for n, r in self._resid:
+            pw, A = r.shape
+            block = flat[at:at + pw * A].view(pw, A)
+            at += pw * A
+            residuals.append([block[:m, j] for j, m in enumerate(n)])
         return PicardStats(iterations=self.rounds, nfe=sum(self.nfe) / self.B, nfe_per_sample=list(self.nfe),
                            capped=capped, converged_steps=steps, converged=[k >= self.S for k in steps],
                            windows=self.windows, residuals=residuals, trajectory=self.traj, window=window,

@@ -61,3 +61,49 @@ def shift_trajectory(trajectory: torch.Tensor, n_executed: int, scheduler=None,
     d = shift_horizon(x0, n_executed) - x0                                   # (B, H, D)
     sig = sched.signal.to(device=trajectory.device, dtype=trajectory.dtype).view(-1, 1, 1, 1)
     return trajectory + sig * d[None]
+
+
+# ------------------------------------------------------------------------------------- relayed noise
+def relay_noise(x_T_prev: torch.Tensor, z_prev: torch.Tensor, x_T_fresh: torch.Tensor, z_fresh: torch.Tensor,
+                n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise of the next chunk relayed along the horizon (as Streaming Diffusion Policy and noise-relaying
+    buffers do): the positions that overlap the previous chunk take its x_T and per-step noise moved n slots
+    earlier (the n executed actions leave), the last n positions take the fresh draw. So every chunk still
+    gets fresh noise where it predicts new actions, and the policy stays stochastic, unlike one draw per episode.
+
+    x_T_*: (B, H, D); z_*: (S, B, H, D) (or None for samplers without step noise); n: actions executed
+    since the previous chunk (>= 0). Returns (x_T, z)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    H = x_T_prev.shape[-2]
+    n = min(n, H)
+
+    def cat(prev, fresh):
+        return torch.cat([prev[..., n:, :], fresh[..., H - n:, :]], dim=-2)
+
+    return cat(x_T_prev, x_T_fresh), (None if z_prev is None or z_fresh is None else cat(z_prev, z_fresh))
+
+
+def relay_init(trajectory: torch.Tensor, n: int, x_T: torch.Tensor, noise: torch.Tensor | None, scheduler,
+               num_inference_steps: int | None = None) -> torch.Tensor:
+    """Initial guess (S+1, B, H, D) for a chunk whose noise was relayed by `relay_noise`: the previous converged
+    trajectory moved n slots earlier (its noise moved with it, so each point's noise part is the new chunk's),
+    and the n new positions, whose noise is fresh, rolled out from the new x_T with the data prediction frozen
+    at the previous chunk's last action (the frozen-x0 rollout of `sampling.rollout`). init[0] = x_T."""
+    from parapolicy.sampling.rollout import Rollout
+
+    sched = make_schedule(scheduler, num_inference_steps)
+    S = sched.num_steps
+    if trajectory.ndim != 4 or trajectory.shape[0] != S + 1 or trajectory.shape[1:] != x_T.shape:
+        raise ValueError(f"trajectory must be (S+1, B, H, D) = {(S + 1, *x_T.shape)}, got {tuple(trajectory.shape)}")
+    H = x_T.shape[-2]
+    n = min(int(n), H)
+    out = shift_horizon(trajectory, n)
+    if n > 0:
+        fresh = x_T.unsqueeze(0).repeat(S + 1, 1, 1, 1)
+        B = x_T.shape[0]
+        Rollout(sched, x_T.device, x_T.dtype)(fresh, torch.arange(B, device=x_T.device),
+                                              torch.zeros(B, dtype=torch.long, device=x_T.device), out[S], noise)
+        out[..., H - n:, :] = fresh[..., H - n:, :]
+    out[0] = x_T
+    return out

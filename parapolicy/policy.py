@@ -343,6 +343,9 @@ class DiffusionPolicy:
             from parapolicy.sampling.consistency import sample_consistency
             from parapolicy.sampling.stats import PicardStats
 
+            if known is not None:
+                raise ValueError("prefix_actions (inpainting) needs a ddpm / ddim / dpmsolver sampler (sequential or "
+                                 "Picard), not the consistency sampler")
             if cfg.max_iters is not None or cfg.time_budget is not None or init is not None:
                 raise ValueError("the consistency sampler takes 1-4 steps: set num_inference_steps, not "
                                  "max_iters / time_budget / init")

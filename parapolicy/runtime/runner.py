@@ -55,7 +55,8 @@ class ChunkPolicy(Protocol):
     *obs_shape) tensors in env units -> {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da),
     "stats": sampler stats with `iterations`, `nfe`, `capped` or None, "trajectory": final sampler trajectory
     (for `init=`) or None}. `sampler` is a `SamplerConfig`; its `time_budget` (seconds) is measured on
-    `clock`, the runner's clock, from the start of the call.
+    `clock`, the runner's clock, from the start of the call. With overlap "inpaint" the runner also passes
+    `prefix_actions` (1, d, Da) env units: the actions the chunk must start with (`DiffusionPolicy` does).
     """
 
     n_obs_steps: int
@@ -67,7 +68,8 @@ class ChunkPolicy(Protocol):
     def predict_action(self, obs_dict: dict[str, torch.Tensor], sampler: Any = "paraddpm",
                        generator: torch.Generator | None = None, init_noise: torch.Tensor | None = None,
                        step_noise: torch.Tensor | None = None, init: Any = None,
-                       clock: Callable[[], float] | None = None) -> dict: ...
+                       clock: Callable[[], float] | None = None, prefix_actions: torch.Tensor | None = None
+                       ) -> dict: ...
 
 
 @dataclass

@@ -25,14 +25,16 @@ predicted rounds and seconds of a ParaDDPM solve (cost.predict, the default adva
 shipped Push-T policy: random weights give no convergence data), and the predicted speed-up over
 sequential DDPM = steps x t(1). A final table puts every model side by side.
 
-How it measures: for each model and batch size, every variant gets `--warmup` untimed calls, then the
-variants are timed round-robin (one call each per round, `--repeats` rounds) with time.perf_counter, and
-the median is printed. Round-robin keeps ratios meaningful on a loaded machine: background load falls on all
+How it measures: `parapolicy.fast.compare_latency`, which uses the sampler's own measurer
+(parapolicy.sampling.cost.time_denoisers): `--warmup` untimed repetitions, then `--repeats` timed repetitions,
+each calling every batch size and, at each size, every variant once in turn (interleaved) with
+time.perf_counter; per variant and batch the fastest call is printed, made non-decreasing in the batch size
+(cost.fastest_curve). Interleaving keeps ratios meaningful on a loaded machine: background load falls on all
 variants alike, while absolute milliseconds move with the load (the load average is printed). Each call's
-process CPU time is recorded as well: with `--threads 1` on a shared machine it estimates the wall time
-the call would take on an otherwise idle core.
+process CPU time is recorded as well and summarised the same way: with `--threads 1` on a shared machine it
+estimates the wall time the call would take on an otherwise idle core.
 Compiled variants are built once per model (torch.compile + freezing, cached); their compile seconds (first
-call of each new input shape) are printed separately and are not part of the medians.
+call of each new input shape) are printed separately and are not part of the timings.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 import warnings
 
@@ -125,6 +126,7 @@ def print_picard(table: dict, steps: int, indent: str = "  ") -> None:
 def run(args) -> dict:
     from parapolicy.fast import compare_latency, has_fast_bf16
     from parapolicy.model import ConditionalUnet1D
+    from parapolicy.sampling.cost import fastest_curve
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,8 +134,8 @@ def run(args) -> dict:
     print(f"  torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}, fast bf16: {has_fast_bf16('cpu')}, "
           f"threads {torch.get_num_threads()}, load average at start {os.getloadavg()[0]:.2f}")
-    print(f"  method: {args.warmup} warm-up calls per variant, then {args.repeats} round-robin rounds; "
-          f"median of per-call wall time (perf_counter)")
+    print(f"  method: {args.warmup} warm-up repetitions, then {args.repeats} interleaved repetitions; "
+          f"fastest per-call wall time (perf_counter), made non-decreasing in the batch")
     results: dict = {"meta": dict(torch=torch.__version__, threads=torch.get_num_threads(),
                                   warmup=args.warmup, repeats=args.repeats,
                                   load_start=os.getloadavg()[0]), "models": {}}
@@ -159,14 +161,13 @@ def run(args) -> dict:
         curves = compare_latency(variants, horizon=HORIZON, action_dim=cfg["input_dim"],
                                  global_cond_dim=cfg["global_cond_dim"], batch_sizes=args.batches,
                                  warmup=args.warmup, repeats=args.repeats, samples=samples)
-        cpu_curves = {n: {b: statistics.median(samples[n][b]["process"]) for b in args.batches}
-                      for n in curves}
+        cpu_curves = {n: fastest_curve({b: samples[n][b]["process"] for b in args.batches}) for n in curves}
         for name, f in compiled.items():
             secs = ", ".join(f"B={k[0][0]}: {v:.1f}" for k, v in f.compile_seconds.items())
             print(f"  {name} compile seconds per shape: {secs}")
         names = list(variants)
-        for title, table in (("wall-clock median per call", curves),
-                             ("process CPU-time median per call (all torch threads)", cpu_curves)):
+        for title, table in (("wall-clock per call (fastest, non-decreasing)", curves),
+                             ("process CPU time per call (all torch threads; fastest, non-decreasing)", cpu_curves)):
             print(f"  {title}:")
             print(f"  {'batch':>5} " + " ".join(f"{n + ' ms':>17}" for n in names))
             for b in args.batches:

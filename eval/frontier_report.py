@@ -1,7 +1,8 @@
-"""Files of a frontier run (eval.frontier): frontier.md, frontier.json, frontier.csv, frontier.png, wandb.
+"""Rows and files of a frontier run (eval.frontier): frontier.md, frontier.json, frontier.csv, frontier.png, wandb.
 
-Pure functions from the rows (one dict per entry, fields below) and a meta dict (command, machine, groups) to
-text and a figure; every file is written to a temp file and renamed into place.
+`collect_rows` reads one row per entry from the groups' results on disk; the rest are pure functions from the
+rows (one dict per entry, fields below) and a meta dict (command, machine, groups) to text and a figure;
+`write_report` writes every file to a temp file and renames it into place.
 
 Row fields: label, family (sequential / picard / student / consistency), policy_name, policy, sampler, steps, noise
 (chunk / episode), warm_start, group, status (done / partial / missing), reference (the entry paired differences
@@ -16,11 +17,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import time
 from pathlib import Path
 
+from eval.frontier_plan import Entry, fingerprint, group_config, group_done, groups
 from eval.outputs import fmt_ci, fmt_value
 
+# per-row fields read from the results (None until the entry has run); the module docstring documents them
+RESULT_FIELDS = ("window", "tol", "accel", "n_episodes", "n_errors", "mean_score", "mean_score_ci95", "pc_success",
+                 "pc_success_ci95", "latency_p50_ms", "latency_p95_ms", "latency_source", "latency_cold_probe_p50_ms",
+                 "rounds_mean", "nfe_mean", "rounds_mean_probe_batch1", "max_action_error", "episodes_per_min",
+                 "interrupted", "d_score", "d_score_ci95", "d_success", "d_success_ci95", "n_pairs")
 CSV_FIELDS = ("label", "family", "policy_name", "sampler", "steps", "noise", "warm_start", "status",
               "n_episodes", "n_errors", "mean_score", "mean_score_lo", "mean_score_hi", "pc_success",
               "pc_success_lo", "pc_success_hi", "latency_p50_ms", "latency_p95_ms", "latency_cold_probe_p50_ms",
@@ -30,6 +39,115 @@ CSV_FIELDS = ("label", "family", "policy_name", "sampler", "steps", "noise", "wa
 FAMILY_STYLE = {"sequential": ("o", "C0"), "picard": ("s", "C1"), "student": ("^", "C2"), "consistency": ("D", "C3")}
 
 
+# ------------------------------------------------------------------------------------------- rows
+def seed_scores(records: list[dict], label: str, key: str | None, seeds: set) -> tuple[dict, dict]:
+    """({seed: max_reward}, {seed: 100 or 0 success}) of the finished episodes of `label` recorded under `key`
+    (the last record of a seed wins, as in eval.run.aggregate)."""
+    latest = {}
+    for r in records:
+        if r.get("sampler") == label and r.get("key") == key and r.get("seed") in seeds:
+            latest[r["seed"]] = r
+    ok = {s: r for s, r in latest.items() if r.get("status") == "ok"}
+    return ({s: float(r["max_reward"]) for s, r in ok.items()},
+            {s: 100.0 if r["success"] else 0.0 for s, r in ok.items()})
+
+
+def collect_rows(raw: dict, entries: list[Entry], out: Path, seeds: set) -> list[dict]:
+    """One row per entry from the groups' results.json and episodes.jsonl on disk (the eval.frontier_report
+    docstring lists the fields). status: "done" (its group finished with the current config), "partial" (results of
+    an interrupted or older run), "missing" (not run yet)."""
+    from eval.metrics import paired_difference
+    from eval.outputs import read_jsonl
+
+    by_group = groups(entries)
+    res, recs, status = {}, {}, {}
+    for name, ents in by_group.items():
+        gdir = out / name
+        try:
+            res[name] = json.loads((gdir / "results.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            res[name] = None
+        recs[name] = read_jsonl(gdir / "episodes.jsonl") if res[name] else []
+        done = group_done(gdir, fingerprint(group_config(raw, ents)))
+        status[name] = "done" if done else ("partial" if res[name] else "missing")
+    scores = {}
+    for e in entries:
+        r = res[e.group]
+        key = (r or {}).get("keys", {}).get(e.sampler["label"])
+        scores[e.label] = seed_scores(recs[e.group], e.sampler["label"], key, seeds) if key else ({}, {})
+    labels = {e.label: e for e in entries}
+    rows = []
+    for e in entries:
+        r = res[e.group]
+        m = (r or {}).get("samplers", {}).get(e.sampler["label"])
+        row = dict.fromkeys(RESULT_FIELDS)
+        row |= {"label": e.label, "family": e.family, "policy_name": e.policy_name, "policy": e.policy,
+               "sampler": e.sampler["name"], "steps": e.steps, "noise": e.noise,
+               "warm_start": bool(e.sampler.get("warm_start")), "group": e.group,
+               "status": status[e.group] if m else "missing", "reference": e.reference}
+        if m:
+            sc = m.get("sampler_config", {})
+            lat, probe = m.get("latency_ms") or {}, (r.get("probe") or {}).get(e.sampler["label"], {})
+            cold_probe = row["warm_start"] and m.get("latency_source", "").startswith("probe")
+            row.update({
+                "window": sc.get("window") if e.sampler["name"].startswith("para") else None,
+                "tol": sc.get("tol") if e.sampler["name"].startswith("para") else None,
+                "accel": sc.get("accel"),
+                "n_episodes": m["n_episodes"], "n_errors": m.get("n_errors", 0),
+                "mean_score": m["mean_score"], "mean_score_ci95": m["mean_score_ci95"],
+                "pc_success": m["pc_success"], "pc_success_ci95": m.get("pc_success_ci95"),
+                # the probe runs Picard cold, so for a warm-start entry it measures the cold sampler: kept apart
+                "latency_p50_ms": None if cold_probe else lat.get("p50"),
+                "latency_p95_ms": None if cold_probe else lat.get("p95"),
+                "latency_source": m.get("latency_source"),
+                "latency_cold_probe_p50_ms": lat.get("p50") if cold_probe else None,
+                "rounds_mean": (m.get("rounds_per_call") or {}).get("mean"),
+                "nfe_mean": (m.get("nfe_per_call") or {}).get("mean"),
+                "rounds_mean_probe_batch1": None if cold_probe else _mean(probe.get("rounds")),
+                "max_action_error": None if cold_probe else m.get("max_action_error"),
+                "episodes_per_min": m.get("episodes_per_min"),
+                "interrupted": bool(r.get("interrupted")),
+            })
+        ref = labels.get(e.reference) if e.reference else None
+        if m and ref is not None and scores[ref.label][0]:
+            d = paired_difference(scores[ref.label][0], scores[e.label][0], bounds=(-1.0, 1.0))
+            ds = paired_difference(scores[ref.label][1], scores[e.label][1], bounds=(-100.0, 100.0))
+            row.update({"d_score": d["mean"], "d_score_ci95": [d["lo"], d["hi"]], "d_success": ds["mean"],
+                        "d_success_ci95": [ds["lo"], ds["hi"]], "n_pairs": d["n"]})
+        rows.append(row)
+    return rows
+
+
+def _mean(xs) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def group_info(entries: list[Entry], out: Path) -> list[dict]:
+    """Per group: policy, noise, entries and the timing/load recorded when it ran."""
+    info = []
+    for name, ents in groups(entries).items():
+        try:
+            marker = json.loads((out / name / "frontier_group.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            marker = {}
+        info.append({"group": name, "policy": ents[0].policy, "noise": ents[0].noise,
+                     "entries": [e.label for e in ents], "seconds": marker.get("seconds"),
+                     "load_before": marker.get("load_before"), "load_after": marker.get("load_after"),
+                     "finished_utc": marker.get("finished_utc")})
+    return info
+
+
+def write_report(raw: dict, entries: list[Entry], out: Path, meta: dict) -> tuple[list[dict], dict]:
+    """Rows from disk -> frontier.json, frontier.csv, frontier.md, frontier.png (all written atomically)."""
+    cfg = meta["config"]
+    rows = collect_rows(raw, entries, out, set(range(cfg["seed_start"], cfg["seed_start"] + cfg["n_episodes"])))
+    meta = {**meta, "groups": group_info(entries, out),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_all(out, rows, meta)
+    return rows, meta
+
+
+# ------------------------------------------------------------------------------------------ files
 def flat_row(row: dict) -> dict:
     """A row with its [lo, hi] intervals split into *_lo / *_hi columns (CSV_FIELDS)."""
     out = dict(row)

@@ -6,18 +6,20 @@
     model.safetensors   "model.<UNet parameter>" and "normalizer.params_dict.<key>.<field>" tensors
 
 Written to a temporary directory and renamed into place, so a reader never sees half a checkpoint.
+`load_checkpoint` dispatches on the format to the loaders in `parapolicy.adapters`; the type they all return
+(`LoadedCheckpoint`) and the config completion they share live in the leaf module `checkpoint_schema`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from parapolicy.atomic import atomic_dir
+from parapolicy.checkpoint_schema import REQUIRED_KEYS, LoadedCheckpoint, complete_config  # noqa: F401  (re-exported)
 
 FORMAT = "parapolicy"
 FORMAT_VERSION = 1
@@ -68,30 +70,6 @@ def load_policy_dir(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     if not model:
         raise ValueError(f"{w_path} holds no 'model.*' tensors")
     return cfg, model, norm
-
-
-@dataclass
-class LoadedCheckpoint:
-    """What every loader returns; `parapolicy.policy.DiffusionPolicy.from_checkpoint` builds a policy from it.
-
-    config: our config schema (see the module docstring), including
-        obs_keys [str], obs_dims {key: int}, action_dim, horizon, n_obs_steps, n_action_steps,
-        action_start (first executed index of the predicted horizon; Diffusion Policy: n_obs_steps - 1),
-        obs_as_global_cond (False: the UNet's input is [action, obs] and observations are inpainted),
-        model (ConditionalUnet1D kwargs), scheduler (diffusers DDPMScheduler kwargs), num_inference_steps.
-    model_state: ConditionalUnet1D state_dict (our parameter names).
-    normalizer_state: LinearNormalizer state_dict with one entry per obs key and "action".
-    source: "parapolicy", "diffusion_policy_ckpt" or "lerobot", and `path` it came from.
-    encoder_state: image policies only (config["vision"], see parapolicy.image_cond): the camera encoders'
-        tensors `encoders.<i>.*` and the image normalisation `norm_scale_<i>`, `norm_offset_<i>`.
-    """
-
-    config: dict
-    model_state: dict[str, torch.Tensor]
-    normalizer_state: dict[str, torch.Tensor]
-    source: str
-    path: str = ""
-    encoder_state: dict[str, torch.Tensor] | None = None
 
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -147,26 +125,3 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
         return load_lerobot_dir(p)
     from parapolicy.adapters.diffusion_policy import load_dp_ckpt
     return load_dp_ckpt(p)
-
-
-REQUIRED_KEYS = ("action_dim", "horizon", "n_obs_steps", "n_action_steps", "model", "scheduler")
-
-
-def complete_config(cfg: dict) -> dict:
-    """Fill defaults of the config schema (obs_keys/obs_dims from a single obs_key/obs_dim, action_start =
-    n_obs_steps - 1, obs_as_global_cond True) and check the required keys, naming any that is missing."""
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
-        raise ValueError(f"checkpoint config lacks {missing}")
-    cfg = dict(cfg)
-    if "obs_keys" not in cfg:
-        key = cfg.get("obs_key", "obs")
-        cfg["obs_keys"] = [key]
-        cfg["obs_dims"] = {key: cfg["obs_dim"]}
-    cfg.setdefault("action_start", cfg["n_obs_steps"] - 1)
-    cfg.setdefault("obs_as_global_cond", True)
-    cfg.setdefault("num_inference_steps", cfg["scheduler"].get("num_train_timesteps", 100))
-    if cfg["action_start"] + cfg["n_action_steps"] > cfg["horizon"]:
-        raise ValueError(f"action_start {cfg['action_start']} + n_action_steps {cfg['n_action_steps']} exceeds "
-                         f"horizon {cfg['horizon']}")
-    return cfg

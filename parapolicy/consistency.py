@@ -48,7 +48,7 @@ from parapolicy.consistency_math import (
     teacher_ode_step,
 )
 from parapolicy.normalizer import LinearNormalizer
-from parapolicy.train import atomic_torch_save, lr_lambda
+from parapolicy.train_utils import atomic_torch_save, ema_update, lr_lambda
 
 
 @dataclass
@@ -133,9 +133,9 @@ class Teacher:
     """A DDPM epsilon policy's UNet with its schedule: eps(x (B,H,D), t (B,) long, cond (B,C)) -> (B,H,D)."""
 
     def __init__(self, ckpt: LoadedCheckpoint):
-        from parapolicy.distill import Denoiser
+        from parapolicy.distill import DDIMTeacher
 
-        d = Denoiser.from_checkpoint(ckpt)
+        d = DDIMTeacher.from_checkpoint(ckpt)
         if d.prediction_type != "epsilon":
             raise ValueError(f"consistency distillation needs an epsilon teacher, {ckpt.path or ckpt.source} "
                              f"predicts {d.prediction_type!r}")
@@ -195,7 +195,7 @@ class OpenLoopScore:
     the floor to compare with, not 0)."""
 
     def __init__(self, teacher: Teacher, ckpt: LoadedCheckpoint, cfg: ConsistencyConfig, val_obs, val_act):
-        from parapolicy.distill import Denoiser, scheduler_grid
+        from parapolicy.distill import DDIMTeacher, scheduler_grid
 
         n = min(cfg.eval_batch, len(val_obs))
         self.cond = val_obs[:n]
@@ -211,7 +211,7 @@ class OpenLoopScore:
                                           "timestep_scaling": cfg.timestep_scaling, "alpha_min": cfg.alpha_min}}
         self.baseline = {}
         if n:
-            d = Denoiser.from_checkpoint(ckpt, net=teacher.net)
+            d = DDIMTeacher.from_checkpoint(ckpt, net=teacher.net)
             full = scheduler_grid(dict(sk, timestep_spacing="leading", steps_offset=0), teacher.T)
             self.ref = d.sample(self.x_T, self.cond, full)
             two = scheduler_grid(dict(sk, timestep_spacing="leading", steps_offset=teacher.T // 2 - 1), 2)
@@ -325,12 +325,7 @@ def train(cfg: ConsistencyConfig, data=None) -> dict | None:
                 opt.step()
                 sched.step()
                 step += 1
-                with torch.no_grad():
-                    mu = cfg.target_ema
-                    for pt, ps in zip(target.parameters(), student.parameters()):
-                        pt.mul_(mu).add_(ps.detach(), alpha=1 - mu)
-                    for bt, bs in zip(target.buffers(), student.buffers()):
-                        bt.copy_(bs)
+                ema_update(target, student, cfg.target_ema)
                 hi = (res["n"] > teacher.T // 2).to(res["loss"].dtype)
                 losses.append((loss.item(), float((res["loss"].detach() * hi).sum()), float(hi.sum())))
                 if bar is not None:

@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from parapolicy.schedule import ddim_step, output_to_x0
+
 SOLVERS = ("ddim", "heun")
 DISTANCES = ("l2", "huber")
 WEIGHTINGS = ("snr", "uniform")
@@ -59,7 +61,7 @@ def eps_to_x0(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: to
     """x0_hat = (x - sigma eps) / max(alpha, alpha_min), then clipped to [-clip, clip] when clip is given.
     x, eps (B, H, D); alpha, sigma (B,) -> (B, H, D) in x's dtype."""
     a = alpha.clamp(min=alpha_min) if alpha_min > 0 else alpha
-    x0 = (x - per_row(sigma, x) * eps) / per_row(a, x)
+    x0 = output_to_x0(eps, x, per_row(a, x), per_row(sigma, x), "epsilon")
     return x0.clamp(-clip, clip) if clip is not None else x0
 
 
@@ -96,7 +98,7 @@ def teacher_ode_step(eps_fn, x: torch.Tensor, n: torch.Tensor, m: torch.Tensor, 
     a_m, s_m = levels(alphas_cumprod, m)
     eps = eps_fn(x, n - 1).to(torch.float64)
     x0 = eps_to_x0(x64, eps, a_n, s_n, clip=clip)
-    ddim = per_row(a_m, x64) * x0 + per_row(s_m, x64) * eps
+    ddim = ddim_step(x0, eps, per_row(a_m, x64), per_row(s_m, x64))           # schedule.ddim_step (Song eq. 12)
     if solver == "ddim":
         return ddim.to(x.dtype)
     r_n, r_m = s_n / a_n, s_m / a_m

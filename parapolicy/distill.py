@@ -53,7 +53,9 @@ import torch
 from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint, save_policy_dir
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
-from parapolicy.train import _atomic_torch_save, ema_decay, lr_lambda
+from parapolicy.schedule import ddim_step as schedule_ddim_step
+from parapolicy.schedule import output_to_eps, output_to_x0
+from parapolicy.train_utils import atomic_torch_save, ema_decay, ema_update, lr_lambda
 
 PARAMETERIZATIONS = {"v": "v_prediction", "x": "sample"}
 WEIGHTINGS = ("truncated_snr", "snr_plus_one")
@@ -73,27 +75,14 @@ def _b(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def pred_to_x(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
-    """Model output -> x_hat. epsilon: (z - sigma eps)/alpha; sample: out; v: alpha z - sigma v (sec. 4)."""
-    a, s = _b(alpha, z), _b(sigma, z)
-    if prediction_type == "epsilon":
-        return (z - s * out) / a
-    if prediction_type == "sample":
-        return out
-    if prediction_type == "v_prediction":
-        return a * z - s * out
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    """Model output -> x_hat (`schedule.output_to_x0`): epsilon (z - sigma eps)/alpha; sample out; v alpha z - sigma v.
+    z, out (B, ...); alpha, sigma (B,)."""
+    return output_to_x0(out, z, _b(alpha, z), _b(sigma, z), prediction_type)
 
 
 def pred_to_eps(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
-    """Model output -> eps_hat. sample: (z - alpha x)/sigma; v: sigma z + alpha v."""
-    a, s = _b(alpha, z), _b(sigma, z)
-    if prediction_type == "epsilon":
-        return out
-    if prediction_type == "sample":
-        return (z - a * out) / s
-    if prediction_type == "v_prediction":
-        return s * z + a * out
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    """Model output -> eps_hat (`schedule.output_to_eps`): sample (z - alpha x)/sigma; v sigma z + alpha v."""
+    return output_to_eps(out, z, _b(alpha, z), _b(sigma, z), prediction_type)
 
 
 def x_to_v(x: torch.Tensor, z: torch.Tensor, alpha, sigma) -> torch.Tensor:
@@ -104,12 +93,13 @@ def x_to_v(x: torch.Tensor, z: torch.Tensor, alpha, sigma) -> torch.Tensor:
 def ddim_step(out: torch.Tensor, z: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s, prediction_type: str,
               clip_range: float | None = None) -> torch.Tensor:
     """One DDIM (eta = 0) step t -> s as diffusers' DDIMScheduler.step: z_s = alpha_s clip(x_hat) + sigma_s eps_hat,
-    eps_hat from the unclipped x_hat (use_clipped_model_output=False). z, out (B, ...); alphas/sigmas (B,)."""
+    eps_hat from the unclipped x_hat (use_clipped_model_output=False). z, out (B, ...); alphas/sigmas (B,).
+    The update itself is `schedule.ddim_step`, the samplers' DDIM step."""
     x = pred_to_x(out, z, alpha_t, sigma_t, prediction_type)
     eps = pred_to_eps(out, z, alpha_t, sigma_t, prediction_type)
     if clip_range is not None:
         x = x.clamp(-clip_range, clip_range)
-    return _b(alpha_s, z) * x + _b(sigma_s, z) * eps
+    return schedule_ddim_step(x, eps, _b(alpha_s, z), _b(sigma_s, z))
 
 
 def distill_target_x(z_t: torch.Tensor, z_end: torch.Tensor, alpha_t, sigma_t, alpha_e, sigma_e) -> torch.Tensor:
@@ -203,8 +193,9 @@ def halving_schedule(grid: tuple[int, ...], num_train_timesteps: int, rounds: in
 
 # ------------------------------------------------------------------------------------------- the teacher
 @dataclass
-class Denoiser:
-    """A UNet with how to read it: net(z (B,H,D), t (B,) long, global_cond=(B,C)) -> (B,H,D)."""
+class DDIMTeacher:
+    """A UNet with how to read it and step it by DDIM: net(z (B,H,D), t (B,) long, global_cond=(B,C)) -> (B,H,D).
+    (Not a `parapolicy.sampling.Denoiser`: this one carries its own discrete schedule and steps any t -> s.)"""
 
     net: torch.nn.Module
     prediction_type: str
@@ -213,7 +204,7 @@ class Denoiser:
     """(T,) float64"""
 
     @classmethod
-    def from_checkpoint(cls, ckpt: LoadedCheckpoint, net: torch.nn.Module | None = None) -> Denoiser:
+    def from_checkpoint(cls, ckpt: LoadedCheckpoint, net: torch.nn.Module | None = None) -> DDIMTeacher:
         from diffusers import DDPMScheduler
 
         sk = ckpt.config["scheduler"]
@@ -244,7 +235,10 @@ class Denoiser:
         return z
 
 
-def distill_batch(student: torch.nn.Module, teacher: Denoiser, x0: torch.Tensor, cond: torch.Tensor,
+Denoiser = DDIMTeacher  # the old name (it collides with parapolicy.sampling.Denoiser); new code says DDIMTeacher
+
+
+def distill_batch(student: torch.nn.Module, teacher: DDIMTeacher, x0: torch.Tensor, cond: torch.Tensor,
                   student_grid: tuple[int, ...], teacher_stride: int, parameterization: str, weighting: str,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Algorithm 2 on one batch: x0 (B,H,D) normalised actions, cond (B,C) ->
@@ -386,7 +380,7 @@ def load_windows(cfg: DistillConfig, teacher_cfg: dict, normalizer: LinearNormal
     return out[0], out[1]
 
 
-def sample_gaps(reference: tuple[Denoiser, tuple], candidates: dict[str, tuple[Denoiser, tuple]],
+def sample_gaps(reference: tuple[DDIMTeacher, tuple], candidates: dict[str, tuple[DDIMTeacher, tuple]],
                 cond: torch.Tensor, shape: tuple, seed: int = 0) -> dict[str, float]:
     """Mean squared distance (normalised action units) of each candidate's DDIM sample (model, grid) from the
     reference's, all from the same x_T (shape (B, H, D)) and cond (B, C)."""
@@ -433,7 +427,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
     t_grid = scheduler_grid(tcfg["scheduler"], int(tcfg["num_inference_steps"]))
     s_grid = halve_grid(t_grid, t_train)
     t_stride = _check_grid(t_grid, t_train)
-    teacher = Denoiser.from_checkpoint(teacher_ckpt)
+    teacher = DDIMTeacher.from_checkpoint(teacher_ckpt)
     teacher.net.eval().requires_grad_(False)
     round_dir.mkdir(parents=True, exist_ok=True)
 
@@ -462,7 +456,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
           f"{list(s_grid)}", flush=True)
 
     def save_state():
-        _atomic_torch_save({"model": student.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"model": student.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                             "lr_scheduler": sched.state_dict(), "step": step,
                             "train_seconds": seconds + time.time() - t0}, state_path)
 
@@ -478,11 +472,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
             sched.step()
             step += 1
             d = ema_decay(step - 1, cfg.ema_power, cfg.ema_max) if cfg.use_ema else 0.0
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), student.parameters()):
-                    pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                for be, bm in zip(ema.buffers(), student.buffers()):
-                    be.copy_(bm)
+            ema_update(ema, student, d)
             hi = (res["t"] >= t_train // 2).to(res["loss"].dtype)
             losses.append((loss.item(), float((res["loss"].detach() * hi).sum()), float(hi.sum()),
                            float(res["landing"].mean())))
@@ -523,13 +513,13 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
             res = distill_batch(final, teacher, va_act[:n], va_obs[:n], s_grid, t_stride, cfg.parameterization,
                                 cfg.weighting, generator=g)
         summary["val_loss"], summary["val_landing_mse"] = float(res["loss"].mean()), float(res["landing"].mean())
-        stu = Denoiser(final, PARAMETERIZATIONS[cfg.parameterization],
+        stu = DDIMTeacher(final, PARAMETERIZATIONS[cfg.parameterization],
                        1.0 if cfg.student_clip_sample else None, teacher.alphas_cumprod)
         shape = tuple(va_act[:n].shape)
         summary.update(sample_gaps((teacher, t_grid), {"gap_student": (stu, s_grid),
                                                        "gap_teacher_same_steps": (teacher, s_grid)}, va_obs[:n], shape))
         if original is not None and round_index > 1:
-            orig = (Denoiser.from_checkpoint(original[0]), original[1])
+            orig = (DDIMTeacher.from_checkpoint(original[0]), original[1])
             orig[0].net.eval()
             summary.update(sample_gaps(orig, {"gap_student_vs_original": (stu, s_grid),
                                               "gap_original_same_steps": (orig[0], s_grid)}, va_obs[:n], shape))
@@ -604,7 +594,7 @@ def plan(cfg: DistillConfig, data=None, n_steps: int = 5) -> dict:
     if data is None:
         data = load_windows(cfg, ck.config, LinearNormalizer().load_flat_state(ck.normalizer_state))
     (obs, act), _ = data
-    teacher = Denoiser.from_checkpoint(ck)
+    teacher = DDIMTeacher.from_checkpoint(ck)
     teacher.net.eval().requires_grad_(False)
     student = copy.deepcopy(teacher.net).requires_grad_(True).train()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr)

@@ -345,16 +345,44 @@ def _col(v: torch.Tensor, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v[idx].to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
+def output_to_x0(out: torch.Tensor, x: torch.Tensor, a, b, prediction_type: str) -> torch.Tensor:
+    """Unclipped data prediction x0_hat from the denoiser output at x = a x0 + b eps (a = sqrt(alpha_bar),
+    b = sqrt(1 - alpha_bar), each a tensor broadcastable against x):
+    epsilon: (x - b out) / a;  sample: out;  v_prediction: a x - b out (Salimans & Ho 2022, sec. 4)."""
+    if prediction_type == "epsilon":
+        return (x - b * out) / a
+    if prediction_type == "sample":
+        return out
+    if prediction_type == "v_prediction":
+        return a * x - b * out
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def output_to_eps(out: torch.Tensor, x: torch.Tensor, a, b, prediction_type: str) -> torch.Tensor:
+    """Noise prediction eps_hat from the denoiser output (same a, b as `output_to_x0`; from the unclipped
+    x0_hat, as diffusers' DDIMScheduler with use_clipped_model_output=False):
+    epsilon: out;  sample: (x - a out) / b;  v_prediction: a out + b x."""
+    if prediction_type == "epsilon":
+        return out
+    if prediction_type == "sample":
+        return (x - a * out) / b
+    if prediction_type == "v_prediction":
+        return a * out + b * x
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, a_next, b_next) -> torch.Tensor:
+    """DDIM (eta = 0) update to the next noise level, Song et al. 2021 eq. (12) with sigma = 0:
+    x_next = a_next x0 + b_next eps, with a_next = sqrt(alpha_bar_next), b_next = sqrt(1 - alpha_bar_next)
+    (tensors broadcastable against x0) and x0 (clipped where the scheduler clips) and eps from the same output.
+    Used by the samplers (`step_mean`), progressive distillation and the consistency teacher."""
+    return a_next * x0 + b_next * eps
+
+
 def predict_x0(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Data prediction of step k (clipped where the scheduler clips). k: (N,) long step indices;
     x, out: (N, H, D) -> (N, H, D)."""
-    a, b = _col(sched.x0_a, k, x), _col(sched.x0_b, k, x)
-    if sched.prediction_type == "epsilon":
-        x0 = (x - b * out) / a
-    elif sched.prediction_type == "sample":
-        x0 = out
-    else:
-        x0 = a * x - b * out
+    x0 = output_to_x0(out, x, _col(sched.x0_a, k, x), _col(sched.x0_b, k, x), sched.prediction_type)
     if sched.clip is not None:  # DPM-Solver too when its config carries clip_sample (policy.make_scheduler)
         x0 = x0.clamp(-sched.clip, sched.clip)
     return x0
@@ -374,14 +402,8 @@ def step_mean(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tens
     if sched.family == "ddpm":
         return _col(sched.c_x0, k, x) * x0 + _col(sched.c_x, k, x) * x       # Ho et al. eq. (7)
     if sched.family == "ddim":
-        a, b = _col(sched.x0_a, k, x), _col(sched.x0_b, k, x)
-        if sched.prediction_type == "epsilon":
-            eps = out
-        elif sched.prediction_type == "sample":
-            eps = (x - a * out) / b
-        else:
-            eps = a * out + b * x
-        return _col(sched.c_x0, k, x) * x0 + _col(sched.c_x, k, x) * eps      # Song et al. eq. (12), eta=0
+        eps = output_to_eps(out, x, _col(sched.x0_a, k, x), _col(sched.x0_b, k, x), sched.prediction_type)
+        return ddim_step(x0, eps, _col(sched.c_x0, k, x), _col(sched.c_x, k, x))   # Song et al. eq. (12), eta=0
     return _dpm_mean(sched, k, x, x0, m_prev)
 
 

@@ -17,8 +17,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,13 @@ from parapolicy.data import (
 )
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
+from parapolicy.train_utils import (
+    atomic_torch_save,
+    ema_decay,
+    ema_update,
+    lr_lambda,
+    raise_keyboard_interrupt,
+)
 
 
 @dataclass
@@ -95,20 +100,6 @@ def make_windows(buffer: ReplayBuffer, cfg: TrainConfig, episode_mask: np.ndarra
     return {"obs": obs, "action": act}
 
 
-def ema_decay(step: int, power: float, max_value: float) -> float:
-    """Diffusion Policy's EMA warm-up: 1 - (1 + step)^-power, clipped to [0, max_value]."""
-    return float(min(max(1 - (1 + step) ** -power, 0.0), max_value))
-
-
-def lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return f
-
-
 def policy_config(cfg: TrainConfig, obs_dim: int, action_dim: int) -> dict:
     return {
         "policy_type": "diffusion_unet_lowdim",
@@ -137,16 +128,6 @@ def diffusion_loss(model, scheduler, obs_n, act_n, generator=None):
     noisy = scheduler.add_noise(act_n, noise, t)
     pred = model(noisy, t, global_cond=obs_n.reshape(b, -1))
     return torch.nn.functional.mse_loss(pred, noise)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a sibling temporary file, then rename it over `path` (readers never see half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-_atomic_torch_save = atomic_torch_save  # the old private name, still imported by parapolicy.distill
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -206,7 +187,7 @@ def train(cfg: TrainConfig) -> Path:
     def save(final: bool = False):
         nonlocal elapsed_before
         total = elapsed_before + (time.time() - t_start)
-        _atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                             "lr_scheduler": sched.state_dict(), "step": step, "train_seconds": total,
                             "torch_rng": torch.get_rng_state()}, state_path)
         meta = dict(pcfg, training={"steps": step, "train_seconds": round(total, 1), "batch_size": cfg.batch_size,
@@ -229,11 +210,7 @@ def train(cfg: TrainConfig) -> Path:
             sched.step()
             step += 1
             d = ema_decay(step - 1, cfg.ema_power, cfg.ema_max)
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                for be, bm in zip(ema.buffers(), model.buffers()):
-                    be.copy_(bm)
+            ema_update(ema, model, d)
             losses.append(loss.item())
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 rec = {"step": step, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
@@ -284,17 +261,13 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(**a)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None):
     import signal
     import sys
 
     # SIGTERM (and SIGINT, which a shell ignores for background jobs) stop training after a save.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     cfg = parse_args(argv)
     cfg.extra["command"] = "python -m parapolicy.train " + " ".join(sys.argv[1:] if argv is None else argv)
     path = train(cfg)

@@ -38,7 +38,7 @@ from parapolicy.data import ReplayBuffer, find_pusht_zarr, sample_sequence, sequ
 from parapolicy.image_cond import ImageConditioner
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
-from parapolicy.train import _atomic_torch_save, ema_decay, lr_lambda
+from parapolicy.train_utils import atomic_torch_save, ema_decay, ema_update, lr_lambda
 
 IMAGE, STATE = "observation.image", "observation.state"
 
@@ -247,7 +247,7 @@ def train(cfg: ImageTrainConfig) -> Path:
 
     def save():
         total = elapsed_before + (time.time() - t_start)
-        _atomic_torch_save({"model": modules.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"model": modules.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                             "lr_scheduler": sched.state_dict(), "step": step, "train_seconds": total,
                             "gen_state": gen.get_state()}, state_path)
         meta = dict(pcfg, training={"steps": step, "train_seconds": round(total, 1), "batch_size": cfg.batch_size,
@@ -269,11 +269,7 @@ def train(cfg: ImageTrainConfig) -> Path:
             sched.step()
             step += 1
             d = ema_decay(step - 1, cfg.ema_power, cfg.ema_max)
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), modules.parameters()):
-                    pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                for be, bm in zip(ema.buffers(), modules.buffers()):
-                    be.copy_(bm)
+            ema_update(ema, modules, d)
             losses.append(loss.item())
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 rec = {"step": step, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0], "ema_decay": d,
@@ -323,10 +319,10 @@ def main(argv=None):
     import signal
     import sys
 
-    from parapolicy.train import _interrupt
+    from parapolicy.train_utils import raise_keyboard_interrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     cfg = parse_args(argv)
     cfg.extra["command"] = "python -m parapolicy.train_image " + " ".join(sys.argv[1:] if argv is None else argv)
     path = train(cfg)

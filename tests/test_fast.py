@@ -350,3 +350,20 @@ def test_cuda_graphs_match_eager():
             ref = model(x, t, global_cond=gc)
         assert rel_err(fast(x, t, global_cond=gc), ref) < 1e-3  # TF32 may be on
     assert len(fast.graphs) == 2
+
+
+def test_latency_curve_is_the_cost_models_measure():
+    """fast.latency measures as sampling.cost does: per batch the fastest call, made non-decreasing."""
+    from parapolicy.sampling.cost import fastest_curve
+
+    assert fastest_curve({1: [3.0, 2.0], 2: [1.5, 4.0], 4: [5.0, 6.0]}) == {1: 2.0, 2: 2.0, 4: 5.0}
+
+    def dummy(sample, timestep, local_cond=None, global_cond=None):
+        return sample * 0.5
+
+    samples: dict = {}
+    curves = compare_latency({"a": dummy, "b": dummy}, horizon=8, action_dim=2, batch_sizes=(1, 2, 4),
+                             warmup=0, repeats=3, samples=samples)
+    for name in ("a", "b"):
+        assert curves[name] == fastest_curve({b: samples[name][b]["wall"] for b in (1, 2, 4)})
+        assert curves[name][1] <= curves[name][2] <= curves[name][4]

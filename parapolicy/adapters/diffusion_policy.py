@@ -37,7 +37,7 @@ import torch
 
 from parapolicy.adapters._unet_shapes import check_loads, unet_kwargs_from_state
 from parapolicy.adapters.safe_unpickle import safe_torch_load
-from parapolicy.checkpoint import LoadedCheckpoint, complete_config
+from parapolicy.checkpoint_schema import LoadedCheckpoint, complete_config
 
 SUPPORTED_POLICY = "DiffusionUnetLowdimPolicy"
 IMAGE_POLICIES = ("DiffusionUnetImagePolicy", "DiffusionUnetHybridImagePolicy")  # adapters/dp_image.py

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from parapolicy.adapters._unet_shapes import check_loads, unet_kwargs_from_state
-from parapolicy.checkpoint import LoadedCheckpoint, complete_config
+from parapolicy.checkpoint_schema import LoadedCheckpoint, complete_config
 
 IMAGE_POLICY, HYBRID_POLICY = "DiffusionUnetImagePolicy", "DiffusionUnetHybridImagePolicy"
 _COMMON = {"_target_", "shape_meta", "noise_scheduler", "horizon", "n_action_steps", "n_obs_steps",

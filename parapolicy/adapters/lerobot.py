@@ -59,7 +59,7 @@ from pathlib import Path
 import torch
 
 from parapolicy.adapters._unet_shapes import check_loads, unet_kwargs_from_state
-from parapolicy.checkpoint import LoadedCheckpoint, complete_config
+from parapolicy.checkpoint_schema import LoadedCheckpoint, complete_config
 
 STATE, ENV, ACTION = "observation.state", "observation.environment_state", "action"
 EPS = 1e-8

@@ -4,8 +4,9 @@
     fast = optimize_denoiser(model, dtype=torch.float32, compile=False)   # same call as model(...)
     cost_model = measure_latency_curve(fast, horizon=16, action_dim=2, global_cond_dim=40)  # {B: seconds}
 
-Modules: `layers` (packed im2col primitives), `unet` (FastUnet1D re-layout), `optimize` (options, bf16
-detection, compile, cache), `cuda_graphs` (CUDAGraphDenoiser), `latency` (batch-latency curves).
+Modules: `layers` (packed im2col primitives), `unet` (FastUnet1D re-layout), `timestep` (the timestep rule),
+`optimize` (options, bf16 detection, compile, cache), `cuda_graphs` (CUDAGraphDenoiser), `latency` (batch-latency
+curves).
 """
 
 from parapolicy.fast.latency import compare_latency, measure_latency_curve

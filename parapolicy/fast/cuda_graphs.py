@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from parapolicy.fast.optimize import normalize_timestep
+from parapolicy.fast.timestep import normalize_timestep
 
 
 class CUDAGraphDenoiser(nn.Module):

@@ -5,23 +5,26 @@ A denoiser here is any callable, called with one of two contracts:
                         (ConditionalUnet1D, `optimize_denoiser`'s module, CUDAGraphDenoiser)
     contract="sampler"  f(x (B,T,D), t (B,) long, cond (B,G) | None) -> (B,T,D)
                         (parapolicy.sampling's Denoiser protocol)
-Timing is wall-clock (`time.perf_counter`), after warm-up calls, with a CUDA synchronize
-around each call when the inputs live on a GPU; the reported figure per batch size is the median.
+The curve is measured as the sampler's cost model measures it (`parapolicy.sampling.cost.time_denoisers`,
+the one definition): after untimed warm-up repetitions, batch sizes and denoisers are called interleaved (one
+call of each in turn, per repetition), with a CUDA synchronize around each call when the inputs live on a GPU;
+the figure per batch size is the fastest call (background load only ever adds time), made non-decreasing in
+the batch size.
 
-`compare_latency` times several denoisers round-robin (one call of each in turn, per repetition), so that
-background load on a shared machine falls on all of them alike and their ratios stay meaningful even when
-absolute times are noisy. It records two clocks per call: wall time (what a controller waits for; the
-default) and this process's CPU time (`time.process_time`, all its threads). With one torch thread on a
-machine shared with other jobs, the CPU-time figure estimates the wall time the call would take alone.
+`compare_latency` times several denoisers that way, so that background load on a shared machine falls on all
+of them alike and their ratios stay meaningful even when absolute times are noisy. It records two clocks per
+call: wall time (what a controller waits for; the default) and this process's CPU time (`time.process_time`,
+all its threads). With one torch thread on a machine shared with other jobs, the CPU-time figure estimates
+the wall time the call would take alone.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
+
+from parapolicy.sampling.cost import time_denoisers
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -48,11 +51,11 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
                     device: str | torch.device = "cpu", min_seconds: float = 0.0,
                     samples: dict | None = None, clock: str = "wall",
                     contract: str = "unet") -> dict[str, dict[int, float]]:
-    """Median seconds per call of each denoiser at each batch size, timed round-robin.
+    """Seconds per call of each denoiser at each batch size, timed interleaved (module docstring).
 
-    -> {name: {batch: seconds}}. `warmup` untimed calls of each first; then at least `repeats` timed rounds
-    (each round calls every denoiser once), continuing until `min_seconds` have passed for the batch size.
-    clock: "wall" (perf_counter) or "process" (process CPU time) for the returned medians. If `samples` is
+    -> {name: {batch: seconds}}. `warmup` untimed repetitions first; then at least `repeats` timed repetitions
+    (each calls every denoiser once at every batch size), continuing until `min_seconds` have passed.
+    clock: "wall" (perf_counter) or "process" (process CPU time) for the returned curves. If `samples` is
     a dict, every raw timing is stored in it: samples[name][batch] = {"wall": [s, ...], "process": [s, ...]}.
     """
     if contract not in ("unet", "sampler"):
@@ -68,41 +71,17 @@ def compare_latency(denoisers: Mapping[str, Callable], *, horizon: int, action_d
         raise ValueError(f"batch sizes must be positive integers, got {batch_sizes}")
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
-    cuda = torch.device(device).type == "cuda"
-    out: dict[str, dict[int, float]] = {name: {} for name in denoisers}
-    with torch.no_grad():
-        for b in batch_sizes:
-            inputs = make_inputs(b, horizon, action_dim, global_cond_dim, local_cond_dim, device=device)
-            if contract == "unet":
-                args = (inputs["sample"], inputs["timestep"])
-                kwargs = {k: inputs[k] for k in ("local_cond", "global_cond") if inputs[k] is not None}
-            else:
-                args, kwargs = (inputs["sample"], inputs["timestep"], inputs["global_cond"]), {}
-            times = {name: {"wall": [], "process": []} for name in denoisers}
-            for f in denoisers.values():
-                for _ in range(warmup):
-                    f(*args, **kwargs)
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            while True:
-                for name, f in denoisers.items():
-                    if cuda:
-                        torch.cuda.synchronize()
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    f(*args, **kwargs)
-                    if cuda:
-                        torch.cuda.synchronize()
-                    times[name]["wall"].append(time.perf_counter() - t0)
-                    times[name]["process"].append(time.process_time() - c0)
-                n = len(next(iter(times.values()))["wall"])
-                if n >= repeats and time.perf_counter() - start >= min_seconds:
-                    break
-            for name, ts in times.items():
-                out[name][b] = statistics.median(ts[clock])
-                if samples is not None:
-                    samples.setdefault(name, {})[b] = ts
-    return out
+    calls = {}
+    for b in batch_sizes:
+        inp = make_inputs(b, horizon, action_dim, global_cond_dim, local_cond_dim, device=device)
+        if contract == "unet":
+            calls[b] = ((inp["sample"], inp["timestep"]),
+                        {k: inp[k] for k in ("local_cond", "global_cond") if inp[k] is not None})
+        else:
+            calls[b] = ((inp["sample"], inp["timestep"], inp["global_cond"]), {})
+    return time_denoisers(denoisers, calls, repeats=repeats, warmup=warmup,
+                          cuda=torch.device(device).type == "cuda", clock=clock, min_seconds=min_seconds,
+                          samples=samples)
 
 
 def measure_latency_curve(denoiser: Callable, *, horizon: int, action_dim: int,
@@ -110,7 +89,7 @@ def measure_latency_curve(denoiser: Callable, *, horizon: int, action_dim: int,
                           local_cond_dim: int | None = None, warmup: int = 2, repeats: int = 7,
                           device: str | torch.device = "cpu", clock: str = "wall",
                           contract: str = "unet") -> dict[int, float]:
-    """{batch: median seconds per call} of one denoiser: the `cost_model` of the sampler's window="auto".
+    """{batch: seconds per call} of one denoiser: the `cost_model` of the sampler's window="auto".
 
     Example:
         >>> curve = measure_latency_curve(fast, horizon=16, action_dim=2, global_cond_dim=40)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from parapolicy.fast.layers import prepack_works
+from parapolicy.fast.timestep import normalize_timestep  # noqa: F401  (re-exported)
 from parapolicy.fast.unet import FastUnet1D
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -60,20 +61,6 @@ def has_fast_bf16(device: str | torch.device = "cpu") -> bool:
     names = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     probes = [getattr(torch.cpu, name, None) for name in names]
     return any(p is not None and bool(p()) for p in probes)
-
-
-def normalize_timestep(timestep, batch: int, device: torch.device) -> torch.Tensor:
-    """int | float | 0-d tensor | (1,) | (B,) tensor -> (B,) tensor on `device` (the eager model's rule)."""
-    if not torch.is_tensor(timestep):
-        if isinstance(timestep, bool) or not isinstance(timestep, (int, float)):
-            raise ValueError(f"timestep must be an int, a 0-d tensor or a (B,) tensor, got {type(timestep)}")
-        timestep = torch.tensor([timestep], dtype=torch.long)
-    if timestep.ndim == 0:
-        timestep = timestep[None]
-    if timestep.ndim != 1 or timestep.shape[0] not in (1, batch):
-        raise ValueError(f"timestep must be scalar, (1,) or (B,)=({batch},); "
-                         f"got shape {tuple(timestep.shape)}")
-    return timestep.to(device).expand(batch)
 
 
 class FastDenoiser(nn.Module):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -126,30 +127,74 @@ def measure_latency(denoiser, x: torch.Tensor, cond: torch.Tensor | None, batche
     Robust to a shared machine: the batch sizes are timed interleaved (one call of each per repetition),
     each size keeps its fastest call (background load only ever adds time), and the curve is made
     non-decreasing in the batch size (a bigger batch is never cheaper; a noisy dip would otherwise pull
-    window="auto" to a huge window). x: (B, H, D) example input; cond: (B, C) or None. Synchronises CUDA."""
+    window="auto" to a huge window). x: (B, H, D) example input; cond: (B, C) or None. Synchronises CUDA.
+    The measuring itself is `time_denoisers`, shared with `parapolicy.fast.latency`."""
     H, D = x.shape[1:]
     sizes = sorted(set(int(b) for b in batches))
     if not sizes or sizes[0] < 1:
         raise ValueError(f"batch sizes must be positive integers, got {list(batches)}")
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     inputs = {}
     for n in sizes:
         xs = x[:1].expand(n, H, D).contiguous()
         cs = None if cond is None else cond[:1].expand(n, cond.shape[1]).contiguous()
-        inputs[n] = (xs, torch.full((n,), 10, dtype=torch.long, device=x.device), cs)
-    best = {n: math.inf for n in sizes}
+        inputs[n] = ((xs, torch.full((n,), 10, dtype=torch.long, device=x.device), cs), {})
+    return time_denoisers({"d": denoiser}, inputs, repeats=repeats, warmup=warmup, cuda=x.is_cuda)["d"]
+
+
+def time_denoisers(denoisers: Mapping[str, Callable], inputs: Mapping[int, tuple[tuple, dict]], *,
+                   repeats: int = 5, warmup: int = 1, cuda: bool = False, clock: str = "wall",
+                   min_seconds: float = 0.0, samples: dict | None = None) -> dict[str, dict[int, float]]:
+    """The one definition of how a latency curve is measured: {name: {batch: seconds per call}}.
+
+    inputs: {batch: (args, kwargs)}, each denoiser is called as f(*args, **kwargs). Every repetition calls each
+    batch size, and at each size each denoiser, once in turn (interleaved, so background load falls on all of
+    them alike); the first `warmup` repetitions are untimed; at least `repeats` timed repetitions follow,
+    continuing until `min_seconds` of timed repetitions have passed. Per denoiser and size the fastest call
+    is kept (`fastest_curve`: load only ever adds time) and the curve is made non-decreasing in the batch.
+    clock: "wall" (time.perf_counter) or "process" (this process's CPU time, all threads) for the curve;
+    both are recorded per call, and if `samples` is a dict every raw timing is stored in it:
+    samples[name][batch] = {"wall": [s, ...], "process": [s, ...]}. cuda: synchronise around each call."""
+    if clock not in ("wall", "process"):
+        raise ValueError(f'clock must be "wall" or "process", got {clock!r}')
+    if not denoisers:
+        raise ValueError("time_denoisers needs at least one denoiser")
+    sizes = sorted(int(b) for b in inputs)
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"batch sizes must be positive integers, got {sizes}")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times = {name: {n: {"wall": [], "process": []} for n in sizes} for name in denoisers}
     with torch.no_grad():
-        for i in range(warmup + repeats):
+        i, start = 0, None
+        while True:
+            if i == warmup:
+                start = time.perf_counter()
             for n in sizes:
-                sync()
-                t0 = time.perf_counter()
-                denoiser(*inputs[n])
-                sync()
-                if i >= warmup:
-                    best[n] = min(best[n], time.perf_counter() - t0)
+                args, kwargs = inputs[n]
+                for name, f in denoisers.items():
+                    sync()
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    f(*args, **kwargs)
+                    sync()
+                    if i >= warmup:
+                        times[name][n]["wall"].append(time.perf_counter() - t0)
+                        times[name][n]["process"].append(time.process_time() - c0)
+            i += 1
+            if i - warmup >= repeats and time.perf_counter() - start >= min_seconds:
+                break
+    if samples is not None:
+        for name, per_size in times.items():
+            samples.setdefault(name, {}).update(per_size)
+    return {name: fastest_curve({n: ts[clock] for n, ts in per_size.items()}) for name, per_size in times.items()}
+
+
+def fastest_curve(times: Mapping[int, list[float]]) -> dict[int, float]:
+    """{batch: [seconds of each call]} -> {batch: seconds}: the fastest call per batch size, made non-decreasing
+    in the batch size (a bigger batch is never cheaper)."""
     out, floor = {}, 0.0
-    for n in sizes:
-        floor = max(floor, best[n])
+    for n in sorted(times):
+        floor = max(floor, min(times[n]))
         out[n] = floor
     return out
 

@@ -9,17 +9,8 @@ Two modes:
 * `rollout_block` (default, lock-step): the robot waits for the policy. `len(seeds)` episodes run side by side,
   one batched policy call per chunk for all running episodes (the UNet sees batch B, or B * window for Picard);
   each episode executes the chunk's n_action_steps actions, then the next chunk is predicted.
-* `rollout_realtime` (`realtime=true`, one robot): the robot does not wait. Inference of a chunk takes
-  `delay = ceil(latency * latency_scale / dt)` env steps, during which the env keeps executing what is left of
-  the previous chunk, or holds the last commanded target when nothing is left. When the chunk arrives, its
-  actions whose time has passed are dropped (Diffusion Policy's real-robot rule; if all have passed, the last
-  one is executed now), and the rest replace the queue. The next observation is taken when `trigger` actions
-  are left in the queue (0: when it is empty). `latency_scale=0` reproduces the lock-step rollout. The schedule
-  is `parapolicy.runtime.schedule`'s, the same rule as the runtime's Runner.
-
-        step:      t0 ........ t0+d ............... t0+n_action_steps
-        robot:     |old chunk / hold|  new chunk a[d] .. a[n-1]
-        policy:    |<- inference ->|
+* the real-time mode (`realtime=true`) lives in `eval.realtime`: episodes driven by the runtime `Runner` on a
+  simulated clock (measured latency x latency_scale, or a fixed delay in control steps).
 """
 
 from __future__ import annotations
@@ -77,6 +68,11 @@ class EpisodeResult:
     """realtime: env steps spent holding (no action left while a chunk was computed)"""
     dropped_actions: int = 0
     """realtime: actions of new chunks dropped because their time had passed"""
+    runner: dict = field(default_factory=dict)
+    """realtime: the Runner's telemetry summary (`Telemetry.summary()`, n_chunks, inpainted_mean); empty in
+    lock-step mode (only the Runner fills it)"""
+    smoothness: dict = field(default_factory=dict)
+    """realtime: action jumps / jerk at chunk switches against within a chunk (`eval.realtime.switch_smoothness`)"""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -373,90 +369,6 @@ def rollout_block(policy, sampler, label: str, envs: list, seeds: list[int], max
         if on_cycle:
             on_cycle(max(s.result.steps for s in active), sum(not s.done for s in slots))
     return [s.result for s in slots]
-
-
-# ------------------------------------------------------------------------------------------- realtime
-def realtime_schedule(t_obs: int, t_now: int, actions: np.ndarray) -> tuple[list[tuple[int, np.ndarray]], int]:
-    """Diffusion Policy's real-robot rule, the open-loop view for one chunk: actions (n, Da) planned for steps
-    t_obs, t_obs+1, ... arriving at step t_now >= t_obs -> ([(step, action)] still due, number dropped), with
-    `parapolicy.runtime.schedule` (if every action's time has passed, the last one runs at t_now)."""
-    from parapolicy.runtime.schedule import ScheduleSpec, ScheduleState, collect, request_chunk
-
-    spec = ScheduleSpec(dt=1.0, n_action_steps=len(actions))
-    state = request_chunk(ScheduleState(), t_obs, float(t_now - t_obs), spec)
-    state = collect(state, t_now, spec)
-    return [(step, actions[i]) for step, _, i in state.queue], state.dropped
-
-
-def rollout_realtime(policy, sampler, label: str, env, seed: int, max_steps: int, counter: CallCounter,
-                     latency_scale: float, control_hz: float, trigger: int = 0, probe_every: int = 0,
-                     hold_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                     record_frames: bool = False, fixed_latency_s: float | None = None,
-                     same_noise_all_chunks: bool = False) -> tuple[EpisodeResult, list | None]:
-    """One episode in which the robot does not wait for the policy (see the module docstring), scheduled by
-    `parapolicy.runtime.schedule` (the Runner's rule on env steps: ready step = request step +
-    ceil(latency / dt), stale actions dropped, the old queue served or a hold while a chunk is computed, refill
-    when `trigger` actions are left, an arriving chunk replaces the queue).
-
-    The latency of a call is its measured wall-clock time times `latency_scale`. hold_fn(obs) -> the target held
-    before the first action (default: the last two obs entries, the agent position in Push-T keypoint
-    observations). fixed_latency_s replaces the measured latency (before scaling) by a constant, for
-    deterministic tests and what-if studies."""
-    from parapolicy.runtime.schedule import (
-        ScheduleSpec,
-        ScheduleState,
-        collect,
-        request_chunk,
-        serve,
-        wants_chunk,
-    )
-
-    t_start = time.perf_counter()
-    result = EpisodeResult(sampler=label, seed=int(seed))
-    slot = _Slot(env, seed, deque(), result, frames=[] if record_frames else None)
-    hold_fn = hold_fn or (lambda o: o[-2:])
-    spec = ScheduleSpec(dt=1.0 / control_hz, n_action_steps=policy.n_action_steps, refill_at=trigger)
-    try:
-        slot.history = _reset(env, seed, policy.n_obs_steps)
-        if slot.frames is not None:
-            slot.frames.append(env.render())
-        last = np.asarray(hold_fn(slot.history[-1]), dtype=np.float32)
-        state, chunks, t_prev = ScheduleState(), [], None
-        n_steps = n_sampler_steps(policy, sampler)
-        for k in range(max_steps):
-            state = collect(state, k, spec)
-            if wants_chunk(state, k, spec):
-                window = np.stack(list(slot.history))
-                inits = None
-                if sampler.parallel and sampler.warm_start and slot.traj is not None:
-                    inits = [_shift(policy, sampler, slot.traj, k - t_prev)]
-                noise_chunk = 0 if same_noise_all_chunks else slot.chunk
-                out, ms = predict_chunk(policy, sampler, [seed], [noise_chunk], [window], inits)
-                rounds, nfe, capped = _call_stats(out["stats"], n_steps)
-                result.calls.append(CallRecord(step=k, batch=1, ms=ms, rounds=rounds, nfe=nfe, capped=capped,
-                                               warmup=counter.next_is_warmup(label)))
-                if probe_every and slot.chunk % probe_every == 0:
-                    result.probe_obs.append([noise_chunk, window.tolist()])
-                traj = out.get("trajectory")
-                slot.traj, t_prev = (traj[:, 0:1] if traj is not None else None), k
-                chunks.append(out["action"][0].detach().cpu().numpy())
-                slot.chunk += 1
-                latency_s = fixed_latency_s if fixed_latency_s is not None else ms / 1e3
-                state = request_chunk(state, k, latency_s * latency_scale, spec)
-            state, due = serve(state, k)
-            result.dropped_actions += due.dropped
-            if due.chunk is None:
-                result.held_steps += 1
-            else:
-                last = chunks[due.chunk][due.index]
-            _step(env, slot, last, max_steps)
-            if slot.done:
-                break
-    except Exception as e:  # noqa: BLE001 - recorded, the caller goes on with the next episode
-        _error(result, e)
-    _finish(result)
-    result.wall_s = time.perf_counter() - t_start
-    return result, slot.frames
 
 
 # ---------------------------------------------------------------------------------------------- probe

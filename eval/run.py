@@ -2,7 +2,8 @@
 
     python -m eval.run                                   # ddpm vs paraddpm, shipped Push-T policy
     python -m eval.run samplers=[ddpm,paraddpm,paraddim] n_episodes=50 n_envs=10
-    python -m eval.run realtime=true n_envs=1            # latency-aware mode
+    python -m eval.run realtime=true n_envs=1            # latency-aware mode (the runtime Runner, measured latency)
+    python -m eval.run realtime=true realtime_delay=4 realtime_overlap=inpaint   # fixed delay, envs batched
     python -m eval.run -m sampler.window=4,8,16 hydra/launcher=joblib   # a sweep, then python -m eval.report DIR
 
 Outputs go to the Hydra run dir (see configs/eval.yaml): episodes.jsonl, results.json, results.md, *.png,
@@ -44,6 +45,9 @@ class EvalConfig:
     realtime: bool = False
     latency_scale: float = 1.0
     realtime_trigger: int = 0
+    realtime_delay: int | None = None
+    realtime_overlap: str = "replace"
+    realtime_inpaint_steps: int | None = None
     warmup_calls: int = 2
     probe_calls: int = 20
     videos: int = 0
@@ -128,6 +132,12 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
         raise _err("noise", f"must be 'chunk' (fresh noise per chunk), 'episode' (one noise per episode) or "
                             f"'relay' (the previous chunk's noise moved by the executed actions, fresh for new "
                             f"positions), got {cfg.get('noise')!r}")
+    for key in ("realtime_delay", "realtime_inpaint_steps"):
+        if cfg.get(key) is not None:
+            _int(cfg, key, 0)
+    from parapolicy.runtime.chunks import OVERLAP_RULES
+    if cfg.get("realtime_overlap", "replace") not in OVERLAP_RULES:
+        raise _err("realtime_overlap", f"must be one of {', '.join(OVERLAP_RULES)}, got {cfg['realtime_overlap']!r}")
     for key in ("realtime", "progress", "plots", "resume"):
         if key in cfg and not isinstance(cfg[key], bool):
             raise _err(key, f"must be true or false, got {cfg[key]!r}")
@@ -157,8 +167,9 @@ def validate(raw: dict) -> tuple[EvalConfig, dict]:
     ec = EvalConfig(**cfg)
     if ec.realtime and ec.noise == "relay":
         raise _err("noise", "'relay' is for lock-step evaluation (realtime=false)")
-    if ec.realtime and ec.n_envs != 1:
-        raise _err("n_envs", "realtime=true simulates one robot whose latency is measured per call: set n_envs=1")
+    if ec.realtime and ec.realtime_delay is None and ec.n_envs != 1:
+        raise _err("n_envs", "realtime=true with measured latency simulates one robot whose latency is measured per "
+                             "call: set n_envs=1 (or a fixed realtime_delay, which batches envs)")
     return ec, samplers
 
 
@@ -187,7 +198,8 @@ def run_keys(ec: EvalConfig, samplers: dict, policy) -> dict:
     """{label: key}: an episode recorded under the same key is the same experiment (resume skips it)."""
     common = {"policy": ec.policy.get("path"), "policy_config": _hash(policy.config), "env": ec.env,
               "max_steps": ec.max_steps, "realtime": ec.realtime, "noise": ec.noise, "fast": policy.inference,
-              "rt": [ec.latency_scale, ec.realtime_trigger] if ec.realtime else None}
+              "rt": (["runner", ec.latency_scale, ec.realtime_trigger, ec.realtime_delay, ec.realtime_overlap,
+                      ec.realtime_inpaint_steps] if ec.realtime else None)}
     return {label: _hash({**common, "sampler": sampler_key(sc)}) for label, sc in samplers.items()}
 
 
@@ -271,6 +283,8 @@ def aggregate(ec: EvalConfig, samplers: dict, keys: dict, records: list[dict], p
         if ec.realtime:
             m["held_steps_per_episode"] = sum(e["held_steps"] for e in ok) / max(1, len(ok))
             m["dropped_actions_per_episode"] = sum(e["dropped_actions"] for e in ok) / max(1, len(ok))
+            m["smoothness"] = smoothness_summary(ok)
+            m["runner_chunks_per_episode"] = sum(e.get("runner", {}).get("n_chunks", 0) for e in ok) / max(1, len(ok))
         m["sampler_config"] = dataclasses.asdict(samplers[label])
         per[label] = m
         scores[label] = {e["seed"]: e["max_reward"] for e in ok}
@@ -284,6 +298,23 @@ def aggregate(ec: EvalConfig, samplers: dict, keys: dict, records: list[dict], p
             v.pop("seeds", None)
     results = {"samplers": per, "reference": ref, "paired": paired, **extra}
     return results, lat_all
+
+
+def smoothness_summary(episodes: list[dict]) -> dict:
+    """Per-episode switch smoothness (`eval.realtime.switch_smoothness`) -> the mean over episodes of each entry
+    (NaN entries skipped; switch_jump_max is also maxed over episodes as switch_jump_max_all)."""
+    import math
+
+    rows = [e.get("smoothness") or {} for e in episodes]
+    out = {}
+    for k in ("switch_jump_max", "switch_jump_mean", "within_jump_max", "within_jump_mean", "switch_jerk_mean",
+              "within_jerk_mean", "n_switches"):
+        vals = [r[k] for r in rows if k in r and r[k] is not None and not math.isnan(r[k])]
+        out[k] = sum(vals) / len(vals) if vals else None
+    jm = [r["switch_jump_max"] for r in rows if r.get("switch_jump_max") is not None
+          and not math.isnan(r["switch_jump_max"])]
+    out["switch_jump_max_all"] = max(jm) if jm else None
+    return out
 
 
 def _probe_windows(records: list[dict], label: str, key: str, n: int) -> list[tuple[int, int, list]]:
@@ -303,7 +334,8 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
     import torch
 
     from eval import outputs
-    from eval.rollout import CallCounter, probe, rollout_block, rollout_realtime
+    from eval.realtime import rollout_runner
+    from eval.rollout import CallCounter, probe, rollout_block
     from parapolicy.policy import load_policy
 
     if ec.num_threads:
@@ -396,14 +428,13 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
                                           for _ in range(min(ec.n_envs, len(seeds)))]
                 envs = envs_cache[render]
                 frames_for = video_seeds & set(todo) if render else None
-                if ec.realtime:
-                    for s in todo:
-                        res, frames = rollout_realtime(policy, sc, label, envs[0], s, ec.max_steps, counter,
-                                                       ec.latency_scale, ec.env.get("control_hz", 10),
-                                                       ec.realtime_trigger, probe_every,
-                                                       record_frames=bool(frames_for and s in frames_for),
-                                                       same_noise_all_chunks=ec.noise == "episode")
-                        on_episode(label)(res, frames)
+                if ec.realtime:  # the runtime Runner on a simulated clock (eval.realtime)
+                    rollout_runner(policy, sc, label, envs, todo, ec.max_steps, counter,
+                                   control_hz=ec.env.get("control_hz", 10), latency_scale=ec.latency_scale,
+                                   fixed_delay=ec.realtime_delay, trigger=ec.realtime_trigger,
+                                   overlap=ec.realtime_overlap, inpaint_steps=ec.realtime_inpaint_steps,
+                                   same_noise_all_chunks=ec.noise == "episode", record_frames=frames_for,
+                                   on_episode=on_episode(label))
                 else:
                     def on_cycle(step, running, label=label):
                         if bar is not None:

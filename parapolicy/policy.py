@@ -283,7 +283,8 @@ class DiffusionPolicy:
     @torch.no_grad()
     def predict_action(self, obs: dict, sampler=None, generator: torch.Generator | None = None,
                        init_noise: torch.Tensor | None = None, step_noise: torch.Tensor | None = None,
-                       init: torch.Tensor | None = None, clock: Callable[[], float] | None = None) -> dict:
+                       init: torch.Tensor | None = None, clock: Callable[[], float] | None = None,
+                       prefix_actions: torch.Tensor | None = None) -> dict:
         """obs {key: (B, n_obs_steps, dim)} env units -> {"action": (B, n_action_steps, Da),
         "action_pred": (B, horizon, Da), "stats": PicardStats (every sampler; iterations = rounds or steps),
         "trajectory": (S+1, B, H, D), "timing": {"encoder_s": condition (image encoders, normalisation),
@@ -296,6 +297,11 @@ class DiffusionPolicy:
         network. init_noise (B, horizon, input_dim) is x_T; step_noise (S, B, horizon, input_dim) is added at
         the k-th reverse step; both drawn from `generator` (on its device) when None. Same noise -> same
         actions across samplers (to the Picard tolerance). `init` is a Picard warm-start trajectory.
+
+        prefix_actions (B, d, Da) env units (real-time chunking): fixes the first d executed actions (horizon
+        positions action_start .. action_start+d-1) and samples the rest conditioned on them, by replacement
+        of the known part with its forward-noised value at every step (`sampling/inpaint.py`; no extra NFE;
+        sequential and Picard solve the same recursion). The returned action[:, :d] is prefix_actions exactly.
         """
         from parapolicy.sampling import sample_picard, sample_sequential
 
@@ -321,8 +327,9 @@ class DiffusionPolicy:
         sch = self.scheduler(cfg.family, cfg.num_inference_steps)
         S = len(sch.timesteps)
         deadline = None if cfg.time_budget is None else start + cfg.time_budget
+        prefix, known = self._prefix(prefix_actions, b)
         common = dict(noise=step_noise, cond=cond, num_inference_steps=S, generator=generator,
-                      max_iters=cfg.max_iters, deadline=deadline, clock=clock)
+                      max_iters=cfg.max_iters, deadline=deadline, clock=clock, known=known)
         if cfg.parallel:
             cost = None
             akey = (cfg.family, S, init is not None)
@@ -336,6 +343,9 @@ class DiffusionPolicy:
             from parapolicy.sampling.consistency import sample_consistency
             from parapolicy.sampling.stats import PicardStats
 
+            if known is not None:
+                raise ValueError("prefix_actions (inpainting) needs a ddpm / ddim / dpmsolver sampler (sequential or "
+                                 "Picard), not the consistency sampler")
             if cfg.max_iters is not None or cfg.time_budget is not None or init is not None:
                 raise ValueError("the consistency sampler takes 1-4 steps: set num_inference_steps, not "
                                  "max_iters / time_budget / init")
@@ -349,11 +359,34 @@ class DiffusionPolicy:
                 raise ValueError(f"init (a warm-start trajectory) is for Picard samplers, not {cfg.name!r}")
             x0, stats = sample_sequential(self.denoiser, sch, init_noise, return_stats=True, **common)
         action_pred = self.normalizer.unnormalize(x0[..., :self.action_dim], self._norm_key["action"])
+        s = self.action_start
+        if prefix is not None:  # exact: the round trip through the normaliser would cost float rounding
+            action_pred[:, s:s + prefix.shape[1]] = prefix
         _sync(self.device)
         timing = {"encoder_s": t1 - t0, "denoise_s": time.perf_counter() - t1}
-        s = self.action_start
         return {"action": action_pred[:, s:s + self.n_action_steps], "action_pred": action_pred,
                 "stats": stats, "trajectory": stats.trajectory, "timing": timing}
+
+    def _prefix(self, prefix_actions, batch: int):
+        """prefix_actions (B, d, Da) env units -> (prefix on the device or None, sampler `known` pair or None)."""
+        if prefix_actions is None:
+            return None, None
+        a = torch.as_tensor(prefix_actions, dtype=torch.float32, device=self.device)
+        d_max = self.horizon - self.action_start
+        if a.ndim != 3 or a.shape[0] != batch or a.shape[2] != self.action_dim or a.shape[1] > d_max:
+            raise ValueError(f"prefix_actions must have shape (B={batch}, d <= {d_max}, Da={self.action_dim}), "
+                             f"got {tuple(a.shape)}")
+        if not torch.isfinite(a).all():
+            raise ValueError("prefix_actions contains NaN or inf")
+        d = a.shape[1]
+        if d == 0:
+            return None, None
+        s = self.action_start
+        mask = torch.zeros(batch, self.horizon, self.input_dim, dtype=torch.bool, device=self.device)
+        mask[:, s:s + d, :self.action_dim] = True
+        value = torch.zeros(batch, self.horizon, self.input_dim, device=self.device)
+        value[:, s:s + d, :self.action_dim] = self.normalizer.normalize(a, self._norm_key["action"])
+        return a, (mask, value)
 
     def shift_trajectory(self, trajectory: torch.Tensor, n_executed: int, sampler=None) -> torch.Tensor:
         """Warm-start guess (S+1, B, H, D) for the next chunk: `trajectory` (a previous `out["trajectory"]`)

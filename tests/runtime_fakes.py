@@ -29,7 +29,7 @@ class FakePolicy:
         self.calls: list[dict] = []
 
     def predict_action(self, obs_dict, sampler="paraddpm", generator=None, init_noise=None, step_noise=None,
-                       init=None, clock=None):
+                       init=None, clock=None, prefix_actions=None):
         from parapolicy.sampler_config import as_sampler_config
 
         sc = as_sampler_config(sampler)
@@ -40,7 +40,7 @@ class FakePolicy:
         deadline = None if sc.time_budget is None else (time.monotonic() if now is None else now) + sc.time_budget
         self.calls.append(dict(obs={k: v.clone() for k, v in obs_dict.items()}, sampler=sampler, init=init,
                                max_iters=max_iters, deadline=deadline, t_start=now,
-                               thread=threading.current_thread().name,
+                               thread=threading.current_thread().name, prefix=prefix_actions,
                                noise=None if generator is None else torch.randn(3, generator=generator)))
         if self.gate is not None:
             self.gate.wait(timeout=10)
@@ -58,6 +58,8 @@ class FakePolicy:
             raise RuntimeError(f"injected failure in call {c}")
         last = obs_dict["obs"][0, -1].double().sum().item()
         a = np.stack([np.array([100.0 * c + i, last]) for i in range(self.n_action_steps)]) * self.scale
+        if prefix_actions is not None:  # like an inpainting policy: the chunk starts with the given prefix
+            a[:prefix_actions.shape[1]] = prefix_actions[0].numpy()
         if c in self.nan_on:
             a[3, 1] = np.nan
         return {"action": torch.as_tensor(a)[None], "action_pred": None,

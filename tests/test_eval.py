@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from eval import metrics
-from eval.rollout import CallCounter, chunk_noise, realtime_schedule, rollout_block, rollout_realtime
+from eval.realtime import rollout_runner, switch_smoothness
+from eval.rollout import CallCounter, chunk_noise, rollout_block
 
 MAX_STEPS = 10
 
@@ -101,16 +102,6 @@ def test_chunk_noise_is_a_function_of_seed_and_chunk():
     assert torch.equal(a0, chunk_noise(100000, 3, 16, 2, 5)[0])  # x_T shared across step counts
 
 
-def test_realtime_schedule_drops_actions_whose_time_passed():
-    acts = np.arange(8, dtype=np.float32)[:, None].repeat(2, 1)
-    keep, dropped = realtime_schedule(t_obs=10, t_now=13, actions=acts)
-    assert dropped == 3 and [s for s, _ in keep] == list(range(13, 18)) and keep[0][1][0] == 3
-    keep, dropped = realtime_schedule(10, 30, acts)  # all stale: the last one now
-    assert dropped == 7 and len(keep) == 1 and keep[0][0] == 30 and keep[0][1][0] == 7
-    keep, dropped = realtime_schedule(10, 10, acts)
-    assert dropped == 0 and len(keep) == 8
-
-
 # --------------------------------------------------------------------------------------------- rollouts
 def _rewards(results):
     return {r.seed: r.rewards for r in results}
@@ -156,30 +147,68 @@ def test_vectorised_episodes_match_one_at_a_time(policy):
         np.testing.assert_allclose(v.rewards, s.rewards, atol=1e-4)
 
 
-def test_realtime_with_zero_latency_is_lockstep_and_latency_costs_steps(policy):
+def test_realtime_with_zero_delay_is_lockstep_and_delay_costs_steps(policy):
+    """The harness's realtime mode is the runtime Runner on a simulated clock (eval.realtime)."""
     from parapolicy.policy import SamplerConfig
 
     sc = SamplerConfig("ddpm")
     env = make_env()
+
+    def rt(**kw):
+        return rollout_runner(policy, sc, "ddpm", [env], [100003], MAX_STEPS, CallCounter(0), control_hz=10,
+                              **kw)[0]
+
     lock = rollout_block(policy, sc, "ddpm", [env], [100003], MAX_STEPS, CallCounter(0))[0]
-    rt0, _ = rollout_realtime(policy, sc, "ddpm", env, 100003, MAX_STEPS, CallCounter(0), latency_scale=0.0,
-                              control_hz=10)
+    rt0 = rt(fixed_delay=0)
     assert rt0.status == "ok" and rt0.held_steps == 0 and rt0.dropped_actions == 0
+    assert rt0.runner["n_chunks"] == 2  # the Runner's own telemetry: it ran the episode
     np.testing.assert_allclose(rt0.rewards, lock.rewards, atol=1e-5)
-    # a fixed 0.25 s latency at 10 Hz lasts 3 env steps. trigger 0: hold 3 (nothing queued), drop a[0..2],
-    # execute a[3..7] (t = 3..7), next call: hold t = 8, 9 -> the 10-step episode ends
-    rt, _ = rollout_realtime(policy, sc, "ddpm", env, 100003, MAX_STEPS, CallCounter(0), latency_scale=1.0,
-                             control_hz=10, fixed_latency_s=0.25)
-    assert (rt.steps, rt.held_steps, rt.dropped_actions, len(rt.calls)) == (10, 5, 3, 2)
+    # a delay of 3 env steps. trigger 0: hold 3 (nothing queued), drop a[0..2], execute a[3..7] (t = 3..7),
+    # next call: hold t = 8, 9 -> the 10-step episode ends
+    r = rt(fixed_delay=3)
+    assert (r.steps, r.held_steps, r.dropped_actions, len(r.calls)) == (10, 5, 3, 2)
     # trigger 2: the next observation is taken with 2 actions left, which run during the next inference
-    rt, _ = rollout_realtime(policy, sc, "ddpm", env, 100003, MAX_STEPS, CallCounter(0), latency_scale=1.0,
-                             control_hz=10, trigger=2, fixed_latency_s=0.25)
-    assert [c.step for c in rt.calls] == [0, 6]
-    assert (rt.held_steps, rt.dropped_actions) == (4, 6)
-    # latency_scale stretches the same latency: 0.25 s x 40 = 100 steps, longer than the episode
-    slow, _ = rollout_realtime(policy, sc, "ddpm", env, 100003, MAX_STEPS, CallCounter(0), latency_scale=40.0,
-                               control_hz=10, fixed_latency_s=0.25)
+    r = rt(fixed_delay=3, trigger=2)
+    assert [c.step for c in r.calls] == [0, 6]
+    assert (r.held_steps, r.dropped_actions) == (4, 6)
+    # measured latency x a huge scale: the first chunk never arrives within the episode
+    slow = rt(latency_scale=1e6)
     assert slow.steps == MAX_STEPS and slow.held_steps == MAX_STEPS and len(slow.calls) == 1
+
+
+@pytest.mark.parametrize("overlap", ["replace", "inpaint"])
+def test_fixed_delay_batches_envs_like_one_env_at_a_time(policy, overlap):
+    """Fixed delays in simulated time: the episodes run in lock-step, one Runner each, one batched policy call
+    per tick for all requests; the same episodes as one env at a time (same per-(seed, chunk) noise)."""
+    from parapolicy.policy import SamplerConfig
+
+    sc = SamplerConfig("ddpm")
+    seeds = [100000, 100001, 100002]
+    kw = dict(control_hz=10, fixed_delay=2, trigger=2, overlap=overlap)
+    vec = rollout_runner(policy, sc, "ddpm", [make_env() for _ in seeds], seeds, MAX_STEPS, CallCounter(0), **kw)
+    env = make_env()
+    single = [rollout_runner(policy, sc, "ddpm", [env], [s], MAX_STEPS, CallCounter(0), **kw)[0] for s in seeds]
+    assert [c.batch for c in vec[0].calls] == [3] * len(vec[0].calls) and all(c.batch == 1 for c in single[0].calls)
+    for v, s in zip(vec, single):
+        assert v.status == "ok" and v.runner["n_chunks"] >= 2
+        np.testing.assert_allclose(v.rewards, s.rewards, atol=1e-4)
+        assert v.smoothness["n_switches"] >= 1
+    if overlap == "inpaint":
+        assert all(v.runner["inpainted_mean"] > 0 for v in vec)
+
+
+def test_switch_smoothness_against_a_hand_computation():
+    a = np.array([[0, 0], [1, 0], [2, 0], [10, 0], [11, 0], [12, 0]], dtype=float)
+    src = [0, 0, 0, 1, 1, 1]
+    m = switch_smoothness(a, src)
+    assert m["n_switches"] == 1 and m["switch_jump_max"] == 8.0 and m["within_jump_mean"] == 1.0
+    # jerk windows a[0..3], a[1..4], a[2..5] all contain the switch (between ticks 2 and 3)
+    jerk = [abs(a[k, 0] - 3 * a[k - 1, 0] + 3 * a[k - 2, 0] - a[k - 3, 0]) for k in (3, 4, 5)]
+    assert m["switch_jerk_mean"] == pytest.approx(np.mean(jerk)) and math.isnan(m["within_jerk_mean"])
+    # a hold (None) is neither a switch nor inside a chunk: the jump into and out of it is not counted
+    h = switch_smoothness(np.array([[0, 0], [50, 0], [51, 0], [52, 0], [53, 0]], float), [None, 0, 0, 0, 0])
+    assert h["n_switches"] == 0 and math.isnan(h["switch_jump_max"]) and h["within_jump_max"] == 1.0
+    assert h["within_jerk_mean"] == 0.0  # only the window a[1..4] is all chunk actions
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -230,7 +259,13 @@ def test_realtime_evaluation_and_report(tiny_ckpt, tmp_path):
     for m in res["samplers"].values():
         assert m["n_episodes"] == 1 and m["latency_source"].startswith("rollout")
         assert m["held_steps_per_episode"] > 0  # 50x the measured latency is more than one env step
+        assert m["runner_chunks_per_episode"] >= 1 and "switch_jump_max" in m["smoothness"]
     assert res["config"]["realtime"] is True and "latency-aware" in (tmp_path / "rt" / "results.md").read_text()
+    # every episode ran through the runtime Runner: its telemetry is there
+    from eval.outputs import read_jsonl
+
+    recs = read_jsonl(tmp_path / "rt" / "episodes.jsonl")
+    assert recs and all(r["runner"]["n_chunks"] >= 1 and "holds" in r["runner"] for r in recs)
     assert report_main([str(tmp_path), "--no-plot"]) == 0
     rows = json.loads((tmp_path / "report.json").read_text())["rows"]
     assert [r["sampler"] for r in rows] == ["ddpm", "paraddpm"] and rows[0]["realtime"] is True
@@ -348,3 +383,25 @@ def test_videos_of_the_first_episodes(tiny_ckpt, tmp_path):
 
     frames = imageio.mimread(tmp_path / gifs[0])
     assert len(frames) == MAX_STEPS + 1 and frames[0].ndim == 3
+
+
+def test_delay_sweep_writes_table_plot_and_resumes(tiny_ckpt, tmp_path):
+    from eval.delay_sweep import main
+    from eval.outputs import read_jsonl
+
+    args = ["--policy", tiny_ckpt, "--n-episodes", "2", "--n-envs", "2", "--max-steps", str(MAX_STEPS),
+            "--delays", "0", "2", "--modes", "replace", "inpaint", "--out", str(tmp_path)]
+    assert main(args) == 0
+    for f in ("episodes.jsonl", "delay_sweep.json", "delay_sweep.md", "delay_sweep.png"):
+        assert (tmp_path / f).exists(), f
+    res = json.loads((tmp_path / "delay_sweep.json").read_text())
+    cells = {(c["mode"], c["delay"]): c for c in res["cells"]}
+    assert set(cells) == {(m, d) for m in ("replace", "inpaint") for d in (0, 2)}
+    assert all(c["n"] == 2 and "switch_jump_max" in c["smoothness"] for c in cells.values())
+    # delay 0: nothing executes during inference, so inpaint fixes no prefix and equals replace
+    assert cells[("inpaint", 0)]["mean_score"] == cells[("replace", 0)]["mean_score"]
+    recs = read_jsonl(tmp_path / "episodes.jsonl")
+    assert all(r["runner"]["n_chunks"] >= 1 for r in recs)
+    assert any(r["runner"]["inpainted_mean"] > 0 for r in recs if r["mode"] == "inpaint" and r["delay"] == 2)
+    main(args)  # resume: nothing new runs
+    assert len(read_jsonl(tmp_path / "episodes.jsonl")) == len(recs) == 8

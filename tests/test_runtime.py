@@ -14,14 +14,11 @@ from parapolicy.runtime import (
     InlineExecutor,
     Runner,
     RunnerConfig,
-    ScheduleSpec,
     SimulatedExecutor,
     ThreadExecutor,
-    latency_schedule,
     make_chunk,
     merge_chunk,
     pop_due,
-    ready_step,
     run_control_loop,
 )
 from tests.runtime_fakes import FakePolicy, decode, obs_at
@@ -140,34 +137,8 @@ def test_refill_threshold_keeps_queue_fed_without_holds():
     assert s["holds"] == 3 and s["chunks"] == len(policy.calls) and s["dropped_on_arrival"] == 3 * s["chunks"]
 
 
-@pytest.mark.parametrize("refill_at,keep_last", [(0, True), (2, True), (5, True), (2, False)])
-def test_runner_agrees_with_pure_latency_schedule(refill_at, keep_last):
-    rng = np.random.default_rng(refill_at)
-    lat = list(rng.uniform(0.0, 1.2, size=40))  # up to 1.5 chunks long: some chunks arrive all stale
-    clock = FakeClock(0.0)
-    policy = FakePolicy(clock, latency=lat)
-    cfg = RunnerConfig(dt=DT, refill_at=refill_at, keep_last_if_stale=keep_last)
-    runner = Runner(policy, cfg, executor=SimulatedExecutor(clock), clock=clock)
-    runner.reset(initial_action=[-1.0, -1.0])
-    acts = drive(runner, clock, 60)
-    spec = ScheduleSpec(dt=DT, n_action_steps=8, refill_at=refill_at, keep_last_if_stale=keep_last)
-    slots = latency_schedule(lat, 60, spec)
-    assert any(s.dropped >= 7 for s in slots)  # the all-stale case is exercised
-    got = [None if a[0] < 0 or t.source == "hold" else decode(a) for a, t in zip(acts, runner.telemetry.ticks,
-                                                                                strict=True)]
-    want = [None if s.chunk is None else (s.chunk, s.index) for s in slots]
-    assert got == want
-
-
-def test_ready_step_and_schedule_edge_cases():
-    assert ready_step(5, 0.0, DT) == 5 and ready_step(5, 0.3, DT) == 8 and ready_step(5, 0.31, DT) == 9
-    with pytest.raises(ValueError, match="latency"):
-        ready_step(0, -0.1, DT)
-    sync = latency_schedule([0.0] * 3, 24)
-    assert [(s.chunk, s.index) for s in sync] == [(k // 8, k % 8) for k in range(24)]
-    assert all(s.chunk is None for s in latency_schedule([0.0], 12)[8:])  # out of chunks: hold
-    with pytest.raises(ValueError, match="n_action_steps"):
-        ScheduleSpec(n_action_steps=0)
+# (the random-latency property test, once checking the Runner against a copy of its rule, is in
+# tests/test_rtc_runner.py: every sent action is timely and finite)
 
 
 @pytest.mark.parametrize("rule", ["blend", "aggregate"])

@@ -1,5 +1,7 @@
 """Runtime on the Push-T env (skipped when the repo's `envs` package is not importable)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,6 @@ from parapolicy.runtime.pusht import (  # noqa: E402
     agent_position,
     make_pusht_env,
     pusht_config,
-    run_latency_aware_episode,
     run_pusht_realtime,
 )
 
@@ -36,6 +37,22 @@ class DriftPolicy:
         if self.overshoot:
             a[:, 2] = 600.0
         return {"action": a, "action_pred": None, "stats": None, "trajectory": None}
+
+
+def run_latency_aware_episode(env, policy, seed, max_steps, fixed_latency):
+    """A simulated episode through the Runner: the env steps every 0.1 s of simulated time, each chunk takes
+    fixed_latency seconds (the harness's version with batching and measured latency is eval.realtime)."""
+    clock = FakeClock(0.0)
+    cfg = pusht_config(refill_at=0)
+    runner = Runner(policy, cfg, executor=SimulatedExecutor(clock, fixed_latency=fixed_latency), clock=clock)
+    robot = PushTRobot(env, seed=seed, clock=clock)
+    runner.reset(agent_position(robot.obs))
+    for k in range(max_steps):
+        clock.set(k * cfg.dt)
+        robot.send_action(runner.step(robot.get_observation(), k * cfg.dt))
+        if robot.done:
+            break
+    return SimpleNamespace(rewards=robot.rewards, steps=len(robot.rewards), telemetry=runner.telemetry.summary())
 
 
 def test_pusht_robot_implements_protocol():

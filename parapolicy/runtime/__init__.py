@@ -14,23 +14,11 @@ from parapolicy.runtime.clock import FakeClock, monotonic
 from parapolicy.runtime.executor import InlineExecutor, SimulatedExecutor, ThreadExecutor
 from parapolicy.runtime.robot import LoopStats, Robot, run_control_loop
 from parapolicy.runtime.runner import ChunkPolicy, Runner, RunnerConfig
-from parapolicy.runtime.schedule import (
-    ScheduleSpec,
-    ScheduleState,
-    Slot,
-    collect,
-    latency_schedule,
-    ready_step,
-    request_chunk,
-    serve,
-    wants_chunk,
-)
 from parapolicy.runtime.telemetry import ChunkRecord, Telemetry, TickRecord, summarize
 
 __all__ = [
     "ChunkPolicy", "ChunkRecord", "FakeClock", "InlineExecutor", "LoopStats", "Robot", "Runner",
-    "RunnerConfig",
-    "ScheduleSpec", "ScheduleState", "SimulatedExecutor", "Slot", "Telemetry", "ThreadExecutor", "TickRecord",
-    "TimedAction", "chunk_times", "collect", "latency_schedule", "make_chunk", "merge_chunk", "monotonic",
-    "pop_due", "ready_step", "request_chunk", "run_control_loop", "serve", "summarize", "wants_chunk",
+    "RunnerConfig", "SimulatedExecutor", "Telemetry", "ThreadExecutor", "TickRecord",
+    "TimedAction", "chunk_times", "make_chunk", "merge_chunk", "monotonic",
+    "pop_due", "run_control_loop", "summarize",
 ]

@@ -22,7 +22,10 @@ Overlap rule, when a new chunk arrives while old actions are still queued (`merg
     "blend"     on the m overlapping timestamps, a = (1 - w_j) a_old + w_j a_new with w_j = (j + 1) / (m + 1)
                 (a linear hand-over from old to new), then the new chunk's remaining actions;
     "aggregate" on overlapping timestamps a = (1 - w) a_old + w a_new with a constant w (LeRobot async
-                inference's `weighted_average`: w = 0.7), then the new chunk's remaining actions.
+                inference's `weighted_average`: w = 0.7), then the new chunk's remaining actions;
+    "inpaint"   real-time chunking: the chunk was sampled with the queued actions of its first d ticks as a
+                fixed prefix (`Runner`, `predict_action(prefix_actions=...)`), so it continues them; it merges
+                as "replace" (its prefix equals what it replaces, and is stale by the time it arrives).
 Queued actions timed before the new chunk's first live action are kept in every rule (they only exist when
 action_offset > 0).
 """
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OVERLAP_RULES = ("replace", "blend", "aggregate")
+OVERLAP_RULES = ("replace", "blend", "aggregate", "inpaint")
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def merge_chunk(queue: tuple[TimedAction, ...], chunk: tuple[TimedAction, ...], 
     head = tuple(a for a in old if a.t < first - dt / 2)  # before the new chunk starts: still executed
     tail = tuple(a for a in old if a.t > last + dt / 2)  # past its end (only with misaligned chunks)
     body = [a for a in old if first - dt / 2 <= a.t <= last + dt / 2]
-    if overlap == "replace":
+    if overlap in ("replace", "inpaint"):
         return head + new, MergeInfo(n_new_stale, n_old_stale, replaced=len(body) + len(tail))
     old_by_tick = {round(a.t / dt): a for a in body}
     pairs = [(a, old_by_tick.get(round(a.t / dt))) for a in new]

@@ -1,5 +1,5 @@
-"""Push-T adapters for the runtime: the gym env as a `Robot` driven in real time, and a latency-aware
-simulated episode for the eval harness.
+"""Push-T adapters for the runtime: the gym env as a `Robot` driven in real time. (The eval harness's
+latency-aware episodes, the same Runner on a simulated clock, are `eval.realtime`.)
 
 The env (`import envs` registers "parapolicy/PushT-v0") gives keypoint observations (20,) = 9 block keypoints
 xy then the agent xy, takes absolute target positions (2,) in [0, 512]^2 and runs at 10 Hz. gymnasium and envs
@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parapolicy.runtime.clock import FakeClock
-from parapolicy.runtime.executor import SimulatedExecutor
 from parapolicy.runtime.robot import LoopStats, run_control_loop
 from parapolicy.runtime.runner import Runner, RunnerConfig
 
@@ -106,34 +104,3 @@ def run_pusht_realtime(policy, seconds: float = 5.0, seed: int = 100000, config:
         env.close()
     return EpisodeResult(robot.rewards, max(robot.rewards, default=0.0), robot.success, len(robot.rewards),
                          loop, runner.telemetry.summary())
-
-
-def run_latency_aware_episode(env, policy, seed: int, max_steps: int = 300,
-                              config: RunnerConfig | None = None, latency_scale: float = 1.0,
-                              fixed_latency: float | None = None, obs_key: str | None = None
-                              ) -> EpisodeResult:
-    """One simulated episode in which inference latency costs time as on a robot (issue 5's realtime mode).
-
-    The env advances one step per 0.1 s of simulated time whatever the policy does; each chunk's inference
-    takes its measured wall-clock time times `latency_scale` (or `fixed_latency` seconds) of simulated time,
-    during which the env keeps executing the previous chunk, or holds. Stale actions are dropped. With
-    fixed_latency=0 and refill_at=0 this is the ordinary synchronous evaluation loop.
-    """
-    cfg = config or pusht_config(refill_at=0)
-    clock = FakeClock(0.0)
-    executor = SimulatedExecutor(clock, timing="wall", latency_scale=latency_scale,
-                                 fixed_latency=fixed_latency)
-    runner = Runner(policy, cfg, executor=executor, clock=clock)
-    robot = PushTRobot(env, seed=seed, obs_key=obs_key or tuple(policy.obs_keys)[0], clock=clock)
-    runner.reset(agent_position(robot.obs))
-    try:
-        for k in range(max_steps):
-            clock.set(k * cfg.dt)
-            a = runner.step(robot.get_observation(), k * cfg.dt)
-            robot.send_action(a)  # never None: reset() gave a hold action
-            if robot.done:
-                break
-    finally:
-        runner.close()
-    return EpisodeResult(robot.rewards, max(robot.rewards, default=0.0), robot.success, len(robot.rewards),
-                         None, runner.telemetry.summary())

@@ -55,7 +55,8 @@ class ChunkPolicy(Protocol):
     *obs_shape) tensors in env units -> {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da),
     "stats": sampler stats with `iterations`, `nfe`, `capped` or None, "trajectory": final sampler trajectory
     (for `init=`) or None}. `sampler` is a `SamplerConfig`; its `time_budget` (seconds) is measured on
-    `clock`, the runner's clock, from the start of the call.
+    `clock`, the runner's clock, from the start of the call. With overlap "inpaint" the runner also passes
+    `prefix_actions` (1, d, Da) env units: the actions the chunk must start with (`DiffusionPolicy` does).
     """
 
     n_obs_steps: int
@@ -67,7 +68,8 @@ class ChunkPolicy(Protocol):
     def predict_action(self, obs_dict: dict[str, torch.Tensor], sampler: Any = "paraddpm",
                        generator: torch.Generator | None = None, init_noise: torch.Tensor | None = None,
                        step_noise: torch.Tensor | None = None, init: Any = None,
-                       clock: Callable[[], float] | None = None) -> dict: ...
+                       clock: Callable[[], float] | None = None, prefix_actions: torch.Tensor | None = None
+                       ) -> dict: ...
 
 
 @dataclass
@@ -80,7 +82,14 @@ class RunnerConfig:
     """trigger inference when <= this many actions are left (this tick's included); None: n_action_steps // 2.
     0 with an InlineExecutor reproduces the synchronous evaluation loop (run all, then replan)."""
     overlap: str = "replace"
-    """rule for a new chunk overlapping queued actions: "replace", "blend" or "aggregate" (see chunks.py)."""
+    """rule for a new chunk overlapping queued actions: "replace", "blend", "aggregate" or "inpaint" (see
+    chunks.py). "inpaint" (real-time chunking) passes the queued actions of the chunk's first d ticks to
+    predict_action as `prefix_actions`, so the new chunk continues what executes while it is computed."""
+    inpaint_steps: int | None = None
+    """overlap="inpaint": d, the number of queued actions fixed as the new chunk's prefix. None: from the
+    latency estimate, ceil(median inference_s of the last chunks / dt) (the actions that will have executed
+    when the chunk arrives; before any chunk is measured: the sampler's time budget, or 0), capped at
+    n_action_steps - 1; either way at most the actions queued for those ticks."""
     aggregate_weight: float = 0.7
     """weight of the new chunk under overlap="aggregate" (LeRobot's weighted_average uses 0.7)."""
     keep_last_if_stale: bool = True
@@ -138,6 +147,9 @@ class RunnerConfig:
                                                   and 0 <= self.budget_margin < math.inf):
             raise ValueError(f"RunnerConfig.budget_margin must be 'round' or seconds >= 0, got "
                              f"{self.budget_margin!r}")
+        if self.inpaint_steps is not None and (isinstance(self.inpaint_steps, bool)
+                                               or not isinstance(self.inpaint_steps, int) or self.inpaint_steps < 0):
+            raise ValueError(f"RunnerConfig.inpaint_steps must be an int >= 0 or None, got {self.inpaint_steps!r}")
         if self.on_bad_obs not in ("hold", "continue"):
             raise ValueError(f"RunnerConfig.on_bad_obs must be 'hold' or 'continue', got {self.on_bad_obs!r}")
         if self.max_consecutive_failures < 1:
@@ -155,6 +167,7 @@ class _Request:
     prev_trajectory: Any  # warm start: the previous chunk's trajectory, shifted by `shift` ticks in the job
     shift: int
     seed: int | None
+    prefix: np.ndarray | None = None  # overlap "inpaint": (d, Da) queued actions fixed as the chunk's start
 
 
 @dataclass
@@ -370,10 +383,12 @@ class Runner:
             if infeasible:
                 logger.warning("parapolicy.runtime: budget margin %.4f s >= time budget %.4f s: the sampler "
                                "gets one round", margin, full)
-        req = _Request(cid, self._epoch, t_obs, obs, budget, prev, shift, self.config.seed)
+        prefix = self._inpaint_prefix(t_obs) if self.config.overlap == "inpaint" else None
+        req = _Request(cid, self._epoch, t_obs, obs, budget, prev, shift, self.config.seed, prefix)
         self._records[cid] = rec = ChunkRecord(cid, t_obs, t, remaining, budget_s=full,
                                                deadline_in_s=budget, warm_started=prev is not None,
-                                               warm_shift=shift, budget_infeasible=infeasible)
+                                               warm_shift=shift, budget_infeasible=infeasible,
+                                               inpainted=0 if prefix is None else len(prefix))
         self.telemetry.chunks.append(rec)
         self.executor.submit(partial(self._infer, req))
         self._collect(t)  # an inline or zero-latency executor has the chunk already
@@ -389,8 +404,10 @@ class Runner:
             init = req.prev_trajectory
             if init is not None and self.shift_init is not None:
                 init = self.shift_init(init, req.shift)
-            res = self.policy.predict_action(req.obs, sampler=sampler, generator=gen, init=init, clock=now,
-                                             **cfg.extra_predict_kwargs)
+            kw = dict(cfg.extra_predict_kwargs)
+            if req.prefix is not None:
+                kw["prefix_actions"] = torch.as_tensor(req.prefix, dtype=torch.float32)[None]
+            res = self.policy.predict_action(req.obs, sampler=sampler, generator=gen, init=init, clock=now, **kw)
             a = res["action"]
             a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
             out.actions = np.asarray(a[0] if a.ndim == 3 else a, dtype=np.float64)
@@ -399,6 +416,28 @@ class Runner:
             out.error, out.tb = f"{type(e).__name__}: {e}", traceback.format_exc()
         out.duration = (now() - t0) * scale
         return out
+
+    def inpaint_steps(self) -> int:
+        """d of overlap "inpaint" (before it is cut to the queued actions): `RunnerConfig.inpaint_steps`, else
+        ceil(latency estimate / dt) capped at n_action_steps - 1 (see RunnerConfig.inpaint_steps)."""
+        cap = self.n_action_steps - 1
+        if self.config.inpaint_steps is not None:
+            return min(self.config.inpaint_steps, cap)
+        recent = [c.inference_s for c in self.telemetry.chunks[-8:] if c.inference_s is not None and c.error is None]
+        latency = float(np.median(recent)) if recent else (self.config.sampler.time_budget or 0.0)
+        return max(0, min(cap, math.ceil(latency / self.config.dt - 1e-9)))
+
+    def _inpaint_prefix(self, t_obs: float) -> np.ndarray | None:
+        """The queued actions for the new chunk's first d ticks (t_obs + (i + action_offset) dt), cut at the
+        first tick with none queued. -> (d, Da) or None (d = 0)."""
+        cfg, out = self.config, []
+        by_tick = {round(a.t / cfg.dt): a.action for a in self._queue}
+        for i in range(self.inpaint_steps()):
+            a = by_tick.get(round((t_obs + (i + cfg.action_offset) * cfg.dt) / cfg.dt))
+            if a is None:
+                break
+            out.append(a)
+        return np.stack(out) if out else None
 
     def _margin(self) -> float:
         m = self.config.budget_margin

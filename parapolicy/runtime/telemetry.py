@@ -35,6 +35,7 @@ class ChunkRecord:
     dropped_stale: int = 0  # actions of this chunk whose time had passed when it arrived
     replaced: int = 0  # queued actions of older chunks this chunk replaced
     blended: int = 0
+    inpainted: int = 0  # overlap "inpaint": queued actions passed as the chunk's fixed prefix (d)
     clipped: int = 0  # action entries clipped to the bounds
     rejected: str | None = None  # why the chunk was refused (non-finite actions, wrong shape)
     error: str | None = None  # exception raised by predict_action

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -67,6 +68,7 @@ from parapolicy.sampling.common import (
     check_window,
     resolve_noise,
 )
+from parapolicy.sampling.inpaint import Known
 from parapolicy.sampling.rollout import Rollout, transfer_matrix  # noqa: F401  (re-exported)
 from parapolicy.sampling.sequential import step_rows
 from parapolicy.sampling.stats import PicardStats
@@ -83,7 +85,8 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                   init: torch.Tensor | None = None, generator: torch.Generator | None = None,
                   deadline: float | None = None, accel: str | None = None, cost_model=None,
                   accel_memory: int = 3, guess: str = "auto", atol: float = 0.0,
-                  clock: Callable[[], float] = time.monotonic) -> tuple[torch.Tensor, PicardStats]:
+                  clock: Callable[[], float] = time.monotonic,
+                  known: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, PicardStats]:
     """Parallel-in-time sampling by Picard iteration over a sliding window of `window` steps.
 
     x_T: (B, H, D); noise: (S, B, H, D) or None (drawn from `generator`, the same draw as
@@ -94,7 +97,9 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     every round after the first; init: (S+1, B, H, D) initial trajectory (warm start; init[0] is replaced by
     x_T; never modified); guess: "auto" ("hybrid"; "window" with `accel`; "none" with `init`), "hybrid",
     "frontier", "window" or "none" (module docstring); accel: None/"none", "anderson" or "taa" (`accel.py`; changes only
-    the unaccepted iterate, so it needs guess "window" or "none").
+    the unaccepted iterate, so it needs guess "window" or "none"); known: (mask (B, H, D) bool, value
+    (B, H, D)) normalised: inpaint the masked entries (`inpaint.py`: the projection is part of every G_k, of
+    x_0, of `init` and of the rollout guesses; at tol 0 the same chunk as `sample_sequential(known=...)`).
 
     Returns (x_0 (B, H, D), PicardStats); x_0 = stats.trajectory[S]. After a cap see "Anytime result" in the
     module docstring: `stats.capped`, `stats.iterations` (rounds run, >= 1) and `stats.converged_steps`
@@ -118,8 +123,12 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     z = resolve_noise(noise, sched.std, x_T, generator)
     traj = init.to(device=dev, dtype=dt).clone() if init is not None else x_T.unsqueeze(0).repeat(S + 1, 1, 1, 1)
     traj[0] = x_T
-    roll = Rollout(sched, dev, dt)
-    solve = _Solve(sched, traj, z, cond, tol, atol, dev)
+    kn = None
+    if known is not None:
+        kn = Known(sched, x_T, known)
+        traj = kn.traj(traj)
+    roll = partial(Rollout(sched, dev, dt), known=kn)
+    solve = _Solve(sched, traj, z, cond, tol, atol, dev, kn)
     mixer = None
     if acc_name != "none":
         from parapolicy.sampling.accel import AndersonMixer
@@ -174,9 +183,10 @@ class _Solve:
     """The iteration's state: trajectory, per-sample window starts (on the device), newest data
     predictions, and the bookkeeping that becomes `PicardStats`. Internal to `sample_picard`."""
 
-    def __init__(self, sched: Schedule, traj: torch.Tensor, z, cond, tol: float, atol: float, dev):
+    def __init__(self, sched: Schedule, traj: torch.Tensor, z, cond, tol: float, atol: float, dev, known=None):
         S1, B, H, D = traj.shape
         self.sched, self.traj, self.z, self.cond, self.dev = sched, traj, z, cond, dev
+        self.known = known                                        # inpainting projection (inpaint.py) or None
         self.S, self.B, self.HD = S1 - 1, B, H * D
         self.begin = torch.zeros(B, dtype=torch.long, device=dev)
         self.x0_hat = torch.zeros_like(traj[0])
@@ -211,7 +221,7 @@ class _Solve:
         x0_rows = predict_x0(self.sched, k_rows, x_rows, out)
         if self.hist is not None:
             self.hist[k_rows, b_rows] = x0_rows
-        g_rows = step_rows(self.sched, k_rows, x_rows, out, self.hist, b_rows, self.z, x0=x0_rows)
+        g_rows = step_rows(self.sched, k_rows, x_rows, out, self.hist, b_rows, self.z, x0=x0_rows, known=self.known)
         last = torch.tensor([sum(n[:j + 1]) - 1 for j in range(A)], device=dev)
         self.x0_hat[bs] = x0_rows[last]                          # newest prediction: furthest point
 
@@ -241,7 +251,10 @@ class _Solve:
         if mixer is not None:
             mixed = mixer.mix(nxt, valid, bs, old, new, adv)
             write = torch.where((ar[:, None] < adv[None, :])[..., None, None], new, mixed)
-        traj[k_rows + 1, b_rows] = write[si, sj]
+        rows = write[si, sj]
+        if mixer is not None and self.known is not None:          # a mixed (extrapolated) iterate: re-project
+            rows = self.known.rows(rows, k_rows + 1, b_rows)
+        traj[k_rows + 1, b_rows] = rows
         frontier = s + adv
         self.begin[bs] = frontier
         self.rounds += 1

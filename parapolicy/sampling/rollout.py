@@ -35,10 +35,11 @@ class Rollout:
         self.W, self.b, self.std = hit
 
     def __call__(self, traj: torch.Tensor, bs: torch.Tensor, start: torch.Tensor, x0_hat: torch.Tensor,
-                 z: torch.Tensor | None) -> None:
+                 z: torch.Tensor | None, known=None) -> None:
         """In place, for every listed sample j at once: x_{k+1} = a_k x_k + b_k x0_hat_j + std_k z_k for
         k >= start_j; points up to start_j are kept. traj: (S+1, B, H, D); bs, start: (A,) long;
-        x0_hat: (A, H, D); z: (S, B, H, D) or None."""
+        x0_hat: (A, H, D); z: (S, B, H, D) or None; known: an `inpaint.Known` whose projection the rolled-out
+        points satisfy (the rollout is elementwise, so projecting afterwards = projecting every step)."""
         if bs.numel() == 0:
             return
         S1, _, H, D = traj.shape
@@ -53,8 +54,10 @@ class Rollout:
         # x_m = W[m, e] x_e + sum_{e <= k < m} W[m, k+1] c_k  (W lower triangular, so m <= e keeps x_e / 0)
         tail = self.W[:, start, None] * x_e[None] + (self.W[:, 1:] @ c.reshape(S, -1)).reshape(S1, A, H * D)
         m = torch.arange(S1, device=traj.device)
-        X = torch.where((m[:, None] > start[None, :])[..., None], tail, X)
-        traj[:, bs] = X.reshape(S1, A, H, D)
+        X = torch.where((m[:, None] > start[None, :])[..., None], tail, X).reshape(S1, A, H, D)
+        if known is not None:
+            X = torch.where(known.mask[bs][None], known.targets[:, bs], X)
+        traj[:, bs] = X
 
 
 def transfer_matrix(a: torch.Tensor) -> torch.Tensor:

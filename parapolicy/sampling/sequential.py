@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from parapolicy.sampling.common import Denoiser, call_denoiser, check_inputs, check_tol, resolve_noise
+from parapolicy.sampling.inpaint import Known
 from parapolicy.sampling.rollout import Rollout
 from parapolicy.sampling.stats import PicardStats
 from parapolicy.schedule import Schedule, _col, make_schedule, on_device, predict_x0, step_mean
@@ -15,27 +16,29 @@ from parapolicy.schedule import Schedule, _col, make_schedule, on_device, predic
 
 def step_rows(sched: Schedule, k: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
               hist: torch.Tensor | None, b: torch.Tensor, noise: torch.Tensor | None,
-              x0: torch.Tensor | None = None) -> torch.Tensor:
+              x0: torch.Tensor | None = None, known=None) -> torch.Tensor:
     """One reverse step for N independent rows: x_{k+1} = mean_k(x_k, out_k, m_{k-1}, m_{k-2}) + std_k z_k.
 
     k: (N,) long step indices; x, out: (N, H, D); b: (N,) long sample index of each row; hist: (S, B, H, D)
     data predictions of earlier steps (DPM-Solver++ order >= 2 only; the rows' own m_k must already be
     written into it), else None; noise: (S, B, H, D) or None; x0: the rows' data prediction if already
-    computed. Returns (N, H, D)."""
+    computed; known: an `inpaint.Known`, applied to the result (x_{k+1} = P_{k+1}(G_k(x_k)), inpaint.py).
+    Returns (N, H, D)."""
     m_prev = (None, None)
     if hist is not None:
         m_prev = (hist[(k - 1).clamp(min=0), b], hist[(k - 2).clamp(min=0), b])
-    mean = step_mean(sched, k, x, out, m_prev, x0=x0)
-    if noise is None:
-        return mean
-    return mean + _col(sched.std, k, x) * noise[k, b]                                  # noise folded in: fixed-noise SDE
+    x_next = step_mean(sched, k, x, out, m_prev, x0=x0)
+    if noise is not None:
+        x_next = x_next + _col(sched.std, k, x) * noise[k, b]                          # noise folded in: fixed-noise SDE
+    return x_next if known is None else known.rows(x_next, k + 1, b)
 
 
 def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch.Tensor | None = None,
                       cond: torch.Tensor | None = None, num_inference_steps: int | None = None,
                       generator: torch.Generator | None = None, return_trajectory: bool = False,
                       max_iters: int | None = None, deadline: float | None = None,
-                      clock: Callable[[], float] = time.monotonic, return_stats: bool = False):
+                      clock: Callable[[], float] = time.monotonic, return_stats: bool = False,
+                      known: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Run the scheduler's S reverse steps one after another.
 
     x_T: (B, H, D) initial noise; noise: (S, B, H, D), noise[k] added at step k (scaled by that step's std;
@@ -45,6 +48,7 @@ def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: t
     prediction frozen at the last step's (x_S = that prediction for DDPM / DDIM), marked `stats.capped`.
     Returns x_0 (B, H, D); with return_trajectory=True (x_0, trajectory (S+1, B, H, D)); with
     return_stats=True (x_0, PicardStats) whose `trajectory` is filled and `iterations` counts the steps run.
+    known: (mask (B, H, D) bool, value (B, H, D)) normalised: inpaint the masked entries (`inpaint.py`).
     Equals the diffusers `scheduler.step` loop fed the same noise (tests/test_sampling.py)."""
     sched = on_device(make_schedule(scheduler, num_inference_steps), x_T.device)
     S = sched.num_steps
@@ -56,7 +60,8 @@ def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: t
     ts = sched.timesteps.to(x_T.device)
     keep = return_trajectory or return_stats
     traj = x_T.new_zeros((S + 1, B, H, D)) if keep else None
-    x, x0, steps = x_T, None, 0
+    kn = None if known is None else Known(sched, x_T, known)
+    x, x0, steps = (x_T if kn is None else torch.where(kn.mask, kn.targets[0], x_T)), None, 0
     with torch.no_grad():
         for k in range(S):
             if k >= 1 and ((max_iters is not None and k >= max_iters) or (deadline is not None and clock() >= deadline)):
@@ -68,7 +73,7 @@ def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: t
             x0 = predict_x0(sched, kk, x, out)
             if hist is not None:
                 hist[k] = x0
-            x = step_rows(sched, kk, x, out, hist, b, z, x0=x0)
+            x = step_rows(sched, kk, x, out, hist, b, z, x0=x0, known=kn)
             steps = k + 1
         capped = steps < S
         if traj is not None:
@@ -77,7 +82,8 @@ def sample_sequential(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: t
             if traj is None:
                 traj = x_T.new_zeros((S + 1, B, H, D))
                 traj[steps] = x
-            Rollout(sched, x_T.device, x_T.dtype)(traj, b, torch.full((B,), steps, device=x_T.device), x0, z)
+            Rollout(sched, x_T.device, x_T.dtype)(traj, b, torch.full((B,), steps, device=x_T.device), x0, z,
+                                                  known=kn)
             x = traj[S].clone()
     if return_stats:
         stats = PicardStats(iterations=steps, nfe=float(steps), nfe_per_sample=[steps] * B, capped=capped,

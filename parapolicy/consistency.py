@@ -23,7 +23,6 @@ directory (load_policy) whose default sampler is `consistency` at --sample-steps
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -48,7 +47,7 @@ from parapolicy.consistency_math import (
     teacher_ode_step,
 )
 from parapolicy.normalizer import LinearNormalizer
-from parapolicy.train_utils import atomic_torch_save, ema_update, lr_lambda
+from parapolicy.train_utils import atomic_torch_save, ema_update, lr_lambda, parse_dataclass_args
 
 
 @dataclass
@@ -403,21 +402,7 @@ def plan(cfg: ConsistencyConfig, data=None, n_steps: int = 3) -> dict:
 
 
 def parse_args(argv=None) -> ConsistencyConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(ConsistencyConfig):
-        if f.name == "command":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        typ = str(f.type)
-        if typ == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        elif typ.startswith("int"):
-            p.add_argument(flag, type=int, default=f.default)
-        elif typ.startswith("float"):
-            p.add_argument(flag, type=float, default=f.default)
-        else:
-            p.add_argument(flag, type=str, default=f.default)
-    return ConsistencyConfig(**vars(p.parse_args(argv)))
+    return parse_dataclass_args(ConsistencyConfig, argv, description=__doc__)
 
 
 def main(argv=None):

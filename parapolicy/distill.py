@@ -36,7 +36,6 @@ Add --plan to time a few training steps and print the projected minutes per roun
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -55,7 +54,7 @@ from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
 from parapolicy.schedule import ddim_step as schedule_ddim_step
 from parapolicy.schedule import output_to_eps, output_to_x0
-from parapolicy.train_utils import atomic_torch_save, ema_decay, ema_update, lr_lambda
+from parapolicy.train_utils import atomic_torch_save, ema_decay, ema_update, lr_lambda, parse_dataclass_args
 
 PARAMETERIZATIONS = {"v": "v_prediction", "x": "sample"}
 WEIGHTINGS = ("truncated_snr", "snr_plus_one")
@@ -619,21 +618,7 @@ def plan(cfg: DistillConfig, data=None, n_steps: int = 5) -> dict:
 
 
 def parse_args(argv=None) -> DistillConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(DistillConfig):
-        if f.name == "command":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        typ = str(f.type)
-        if typ == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        elif typ.startswith("int"):
-            p.add_argument(flag, type=int, default=f.default)
-        elif typ.startswith("float"):
-            p.add_argument(flag, type=float, default=f.default)
-        else:
-            p.add_argument(flag, type=str, default=f.default)
-    return DistillConfig(**vars(p.parse_args(argv)))
+    return parse_dataclass_args(DistillConfig, argv, description=__doc__)
 
 
 def main(argv=None):

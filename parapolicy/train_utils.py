@@ -47,3 +47,26 @@ def lr_lambda(warmup: int, total: int):
 def raise_keyboard_interrupt(signum, frame):
     """Signal handler (SIGTERM, SIGINT): raise KeyboardInterrupt, which the training loops catch to save."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse_dataclass_args(cls, argv=None, description: str | None = None, skip: tuple[str, ...] = ("command",)):
+    """A CLI over a config dataclass: one --flag-name per field (bool fields as --x / --no-x; int, float, else
+    str), defaults from the dataclass. Returns cls(**parsed). Fields in `skip` are not exposed."""
+    import argparse
+    import dataclasses
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        typ = str(f.type)
+        if typ == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif typ.startswith("int"):
+            p.add_argument(flag, type=int, default=f.default)
+        elif typ.startswith("float"):
+            p.add_argument(flag, type=float, default=f.default)
+        else:
+            p.add_argument(flag, type=str, default=f.default)
+    return cls(**vars(p.parse_args(argv)))

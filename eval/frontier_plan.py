@@ -264,7 +264,7 @@ def prepare(raw: dict, cwd: str | os.PathLike = ".") -> tuple[dict, list[Entry],
     """Check everything before any episode -> (frontier node, entries, students note, resolved config: eval.run's
     keys with their defaults filled in, plus `frontier`). Loads the teacher's and the students' checkpoint
     configs; every group's config goes through eval.run.validate."""
-    from eval.run import validate
+    from eval.config import validate
     from parapolicy.checkpoint import load_checkpoint
 
     fr = check_frontier(raw)

@@ -20,157 +20,9 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from parapolicy.sampler_config import SAMPLER_KNOBS
-
-
-@dataclass
-class EvalConfig:
-    """The validated evaluation config (configs/eval.yaml documents each key)."""
-
-    policy: dict
-    env: dict
-    sampler: dict
-    samplers: list
-    n_episodes: int = 10
-    seed_start: int = 100000
-    n_envs: int = 10
-    device: str = "cpu"
-    max_steps: int = 300
-    num_threads: int | None = 1
-    fast_denoiser: bool | str = "auto"
-    noise: str = "chunk"
-    realtime: bool = False
-    latency_scale: float = 1.0
-    realtime_trigger: int = 0
-    realtime_delay: int | None = None
-    realtime_overlap: str = "replace"
-    realtime_inpaint_steps: int | None = None
-    warmup_calls: int = 2
-    probe_calls: int = 20
-    videos: int = 0
-    progress: bool = True
-    plots: bool = True
-    resume: bool = True
-    wandb: dict = field(default_factory=lambda: {"mode": "offline"})
-
-
-def _err(key: str, msg: str) -> ValueError:
-    return ValueError(f"config key '{key}': {msg}")
-
-
-def _int(cfg: dict, key: str, lo: int | None = None, allow_none: bool = False) -> None:
-    v = cfg.get(key)
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _err(key, f"must be an integer, got {v!r}")
-    if lo is not None and v < lo:
-        raise _err(key, f"must be >= {lo}, got {v}")
-
-
-def sampler_configs(cfg: dict) -> dict:
-    """{label: SamplerConfig} from `samplers` (names, or dicts of SamplerConfig fields) over the shared knobs in
-    `sampler`. Labels are the names, with the knobs that differ from `sampler` appended when a name repeats."""
-    from parapolicy.policy import SamplerConfig
-
-    base = dict(cfg.get("sampler") or {})
-    unknown = sorted(set(base) - set(SAMPLER_KNOBS))
-    if unknown:
-        raise _err(f"sampler.{unknown[0]}", f"unknown knob; the sampler group takes {', '.join(SAMPLER_KNOBS)}")
-    entries = cfg.get("samplers")
-    if not isinstance(entries, list | tuple) or not entries:
-        raise _err("samplers", f"must be a non-empty list of sampler names or dicts, got {entries!r}")
-    out = {}
-    for i, entry in enumerate(entries):
-        key = f"samplers[{i}]"
-        if isinstance(entry, str):
-            spec, extra = dict(base, name=entry), {}
-        elif isinstance(entry, dict):
-            if "name" not in entry:
-                raise _err(key, f"a sampler dict needs 'name', got {entry!r}")
-            bad = sorted(set(entry) - set(SAMPLER_KNOBS) - {"name", "label"})
-            if bad:
-                raise _err(f"{key}.{bad[0]}", f"unknown knob; choose from name, label, {', '.join(SAMPLER_KNOBS)}")
-            extra = {k: v for k, v in entry.items() if k not in ("name", "label")}
-            spec = dict(base, **extra, name=entry["name"])
-        else:
-            raise _err(key, f"must be a sampler name or a dict, got {entry!r}")
-        try:
-            sc = SamplerConfig(**spec)
-        except ValueError as e:
-            raise _err(key, str(e)) from None
-        label = entry.get("label") if isinstance(entry, dict) and entry.get("label") else sc.name
-        if isinstance(entry, dict) and not entry.get("label") and extra:
-            label += "(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")"
-        if label in out:
-            raise _err(key, f"sampler {label!r} appears twice; give one a 'label'")
-        out[label] = sc
-    return out
-
-
-def validate(raw: dict) -> tuple[EvalConfig, dict]:
-    """Check every value before any episode runs -> (EvalConfig, {label: SamplerConfig}). Raises ValueError
-    naming the offending key."""
-    names = {f.name for f in dataclasses.fields(EvalConfig)}
-    unknown = sorted(set(raw) - names - {"hydra"})
-    if unknown:
-        raise _err(unknown[0], f"unknown key; known keys: {', '.join(sorted(names))}")
-    cfg = {k: v for k, v in raw.items() if k in names}
-    for key, lo in (("n_episodes", 1), ("n_envs", 1), ("max_steps", 1), ("seed_start", 0),
-                    ("warmup_calls", 0), ("probe_calls", 0), ("videos", 0), ("realtime_trigger", 0)):
-        if key in cfg:
-            _int(cfg, key, lo)
-    if "num_threads" in cfg:
-        _int(cfg, "num_threads", 1, allow_none=True)
-    ls = cfg.get("latency_scale", 1.0)
-    if isinstance(ls, bool) or not isinstance(ls, int | float) or not ls >= 0:
-        raise _err("latency_scale", f"must be a number >= 0, got {ls!r}")
-    if cfg.get("noise", "chunk") not in ("chunk", "episode", "relay"):
-        raise _err("noise", f"must be 'chunk' (fresh noise per chunk), 'episode' (one noise per episode) or "
-                            f"'relay' (the previous chunk's noise moved by the executed actions, fresh for new "
-                            f"positions), got {cfg.get('noise')!r}")
-    for key in ("realtime_delay", "realtime_inpaint_steps"):
-        if cfg.get(key) is not None:
-            _int(cfg, key, 0)
-    from parapolicy.runtime.chunks import OVERLAP_RULES
-    if cfg.get("realtime_overlap", "replace") not in OVERLAP_RULES:
-        raise _err("realtime_overlap", f"must be one of {', '.join(OVERLAP_RULES)}, got {cfg['realtime_overlap']!r}")
-    for key in ("realtime", "progress", "plots", "resume"):
-        if key in cfg and not isinstance(cfg[key], bool):
-            raise _err(key, f"must be true or false, got {cfg[key]!r}")
-    if cfg.get("fast_denoiser", "auto") not in (False, True, "auto", "eager", "fp32", "bf16"):
-        raise _err("fast_denoiser", f"must be auto, bf16, fp32, eager, false (= eager) or true (= fp32), "
-                                    f"got {cfg['fast_denoiser']!r}")
-    if not isinstance(cfg.get("policy"), dict) or not cfg["policy"].get("path"):
-        raise _err("policy.path", "a checkpoint path or built-in name is required")
-    if not isinstance(cfg.get("env"), dict) or not cfg["env"].get("id"):
-        raise _err("env.id", "a gymnasium env id is required")
-    hz = cfg["env"].get("control_hz", 10)
-    if isinstance(hz, bool) or not isinstance(hz, int | float) or not hz > 0:
-        raise _err("env.control_hz", f"must be a number > 0, got {hz!r}")
-    device = cfg.get("device", "cpu")
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith(("cuda", "mps"))):
-        raise _err("device", f"must be cpu, cuda[:i] or mps, got {device!r}")
-    if device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise _err("device", f"{device} requested but torch sees no CUDA device")
-    wb = dict(cfg.get("wandb") or {})
-    from eval.wandb_log import MODES
-    if wb.get("mode") not in MODES:
-        raise _err("wandb.mode", f"must be one of {', '.join(MODES)} (set explicitly), got {wb.get('mode')!r}")
-    cfg["wandb"] = wb
-    samplers = sampler_configs(cfg)
-    ec = EvalConfig(**cfg)
-    if ec.realtime and ec.noise == "relay":
-        raise _err("noise", "'relay' is for lock-step evaluation (realtime=false)")
-    if ec.realtime and ec.realtime_delay is None and ec.n_envs != 1:
-        raise _err("n_envs", "realtime=true with measured latency simulates one robot whose latency is measured per "
-                             "call: set n_envs=1 (or a fixed realtime_delay, which batches envs)")
-    return ec, samplers
+from eval.config import EvalConfig, key_error, validate
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -343,7 +195,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
     try:
         policy = load_policy(ec.policy["path"], device=ec.device, fast=ec.fast_denoiser)
     except (FileNotFoundError, ValueError) as e:
-        raise _err("policy.path", str(e)) from None
+        raise key_error("policy.path", str(e)) from None
     if getattr(policy, "vision", None) is not None and ec.env.get("obs_type") != "pixels":
         # the env observation type follows the policy: an image policy reads the pixel env
         print(f"policy {ec.policy['path']} reads images: env.obs_type {ec.env.get('obs_type')!r} -> 'pixels'",
@@ -354,7 +206,7 @@ def evaluate(raw_cfg: dict, out_dir: str | os.PathLike, command: str | None = No
         probe_env = make_env()
         probe_env.close()
     except Exception as e:  # noqa: BLE001
-        raise _err("env.id", f"cannot make {ec.env.get('id')!r}: {type(e).__name__}: {e}") from None
+        raise key_error("env.id", f"cannot make {ec.env.get('id')!r}: {type(e).__name__}: {e}") from None
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

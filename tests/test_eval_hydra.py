@@ -107,3 +107,24 @@ def test_slurm_launcher_config_composes():
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("eval", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_eval_config_fields_are_the_hydra_keys():
+    """One to one: every key of configs/eval.yaml is an EvalConfig field and back, and the sampler group's keys
+    are SamplerConfig's knobs."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from eval.config import EvalConfig
+    from parapolicy.sampler_config import SAMPLER_KNOBS
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("eval"), resolve=True)
+    assert set(cfg) == EvalConfig.keys()
+    assert set(cfg["sampler"]) == set(SAMPLER_KNOBS)
+    ec = EvalConfig.from_dict(cfg)
+    assert list(ec.sampler_configs) == cfg["samplers"]
+    with pytest.raises(ValueError, match="config key 'n_envs'"):
+        EvalConfig.from_dict(dict(cfg, n_envs=0))
+    with pytest.raises(ValueError, match="config key 'n_epsiodes': unknown key"):
+        EvalConfig.from_dict(dict(cfg, n_epsiodes=3))

@@ -3,12 +3,15 @@
     python -m eval.bench_chunk                       # shipped policy, eager / fp32 / bf16 x ddpm / paraddpm
     python -m eval.bench_chunk --obs 16 --repeats 3 --json runs/bench_chunk.json
     python -m eval.bench_chunk --policy runs/distill/round3/policy --samplers ddim,paraddim
+    python -m eval.bench_chunk --policy runs/pusht_image/policy --paths fp32      # an image policy
 
 What one measurement is: `policy.predict_action(obs, sampler)` for one robot (batch 1), i.e. normalising the
 observation window, the whole reverse process (100 DDPM steps, or Picard rounds) and unnormalising the
 chunk. Observation windows come from the Push-T demonstrations (consecutive frames at evenly spaced steps
 of the data) when `../shared/pusht` is found, else from seeded env resets. Every (path, sampler) pair gets
-the same windows and the same noise, so ParaDDPM's actions can be compared to DDPM's.
+the same windows and the same noise, so ParaDDPM's actions can be compared to DDPM's. An image policy reads
+the demonstrations' recorded 96x96 frames (and needs them); its encoder runs once per call, and the table
+splits each call's wall time into encoder (condition: image encoder + normalisation) and denoising.
 
 How it times: after one untimed warm-up call of each pair, the pairs are timed round-robin (one call of
 each per window, `--repeats` passes over the windows), so background load on a shared machine falls on
@@ -35,6 +38,8 @@ PATHS = ("eager", "fp32", "bf16")
 def observation_windows(policy, n: int, seed: int = 0) -> tuple[list[dict], str]:
     """n observation windows {key: (1, n_obs_steps, dim)} in env units, and where they came from."""
     To = policy.n_obs_steps
+    if getattr(policy, "vision", None) is not None:
+        return image_windows(policy, n)
     if policy.obs_keys == ["obs"] and policy.obs_dims["obs"] == 20:
         try:
             from parapolicy.data import ReplayBuffer, find_pusht_zarr, pusht_keypoint_obs
@@ -59,6 +64,26 @@ def observation_windows(policy, n: int, seed: int = 0) -> tuple[list[dict], str]
         wins.append({"obs": frame.expand(To, -1).clone()[None]})
     env.close()
     return wins, f"Push-T env resets, seeds {100000 + seed}..{100000 + seed + n - 1}"
+
+
+def image_windows(policy, n: int) -> tuple[list[dict], str]:
+    """n windows of an image policy from the demonstrations' 96x96 images (`data/img`) and agent positions, in
+    the policy's own keys (`eval.rollout.image_obs`); image policies need the shared replay buffer."""
+    from eval.rollout import image_obs
+    from parapolicy.data import ReplayBuffer, find_pusht_zarr
+
+    path = find_pusht_zarr()
+    if path is None:
+        raise SystemExit("bench_chunk: an image policy needs the Push-T demonstrations' images (../shared/pusht)")
+    buf = ReplayBuffer.load(path, keys=["img", "state"])
+    To = policy.n_obs_steps
+    starts = np.linspace(0, buf.n_steps - To - 1, n).astype(int)
+    wins = []
+    for s in starts:
+        img = buf.data["img"][s:s + To].astype(np.float32).reshape(To, -1)   # (To, 96*96*3) 0-255 as the env
+        flat = np.concatenate([img, buf.data["state"][s:s + To, :2].astype(np.float32)], axis=-1)
+        wins.append(image_obs(policy, flat[None]))
+    return wins, f"Push-T demonstrations' images ({path}), {n} windows evenly spaced over {buf.n_steps} steps"
 
 
 def build_paths(policy, names) -> dict:
@@ -107,7 +132,8 @@ def run(args) -> dict:
 
     for p, s in pairs:  # warm-up: first calls allocate, and build oneDNN primitives
         call(p, s, 0)
-    rec = {pair: {"wall": [], "cpu": [], "rounds": [], "nfe": [], "err": []} for pair in pairs}
+    rec = {pair: {"wall": [], "cpu": [], "rounds": [], "nfe": [], "err": [], "enc": [], "den": []}
+           for pair in pairs}
     ref_name = (args.paths[0], args.samplers[0])
     t_start = time.perf_counter()
     for _ in range(args.repeats):
@@ -120,6 +146,8 @@ def run(args) -> dict:
                 r = rec[pair]
                 r["wall"].append(wall)
                 r["cpu"].append(cpu)
+                r["enc"].append(out["timing"]["encoder_s"])
+                r["den"].append(out["timing"]["denoise_s"])
                 st = out["stats"]
                 r["rounds"].append(st.iterations if st is not None else steps)
                 r["nfe"].append(st.nfe if st is not None else steps)
@@ -135,16 +163,17 @@ def run(args) -> dict:
                "cpu_ms_p50": 1e3 * statistics.median(r["cpu"]), "cpu_ms_p95": 1e3 * float(np.percentile(r["cpu"], 95)),
                "rounds": statistics.fmean(r["rounds"]), "nfe": statistics.fmean(r["nfe"]),
                "speedup": base / statistics.median(r["cpu"]), "max_action_diff_px": max(r["err"]),
-               "calls": len(r["cpu"])}
+               "encoder_wall_ms_p50": 1e3 * statistics.median(r["enc"]),
+               "denoise_wall_ms_p50": 1e3 * statistics.median(r["den"]), "calls": len(r["cpu"])}
         rows.append(row)
     ref_label = f"{ref_name[0]} {ref_name[1]}"
-    print(f"\n| UNet path | sampler | CPU ms p50 | CPU ms p95 | wall ms p50 | rounds | NFE | speed-up vs {ref_label} "
-          f"| max action diff vs {ref_label} [px] |")
+    print(f"\n| UNet path | sampler | CPU ms p50 | CPU ms p95 | wall ms p50: encoder / denoising | rounds | NFE "
+          f"| speed-up vs {ref_label} | max action diff vs {ref_label} [px] |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['sampler']} | {r['cpu_ms_p50']:.1f} | {r['cpu_ms_p95']:.1f} | "
-              f"{r['wall_ms_p50']:.1f} | {r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | "
-              f"{r['max_action_diff_px']:.2f} |")
+              f"{r['wall_ms_p50']:.1f}: {r['encoder_wall_ms_p50']:.1f} / {r['denoise_wall_ms_p50']:.1f} | "
+              f"{r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | {r['max_action_diff_px']:.2f} |")
     print(f"\n  {sum(len(r['cpu']) for r in rec.values())} timed calls in {total:.0f} s; load average at end "
           f"{os.getloadavg()[0]:.2f}. Speed-ups are ratios of CPU-time medians from this one run.")
     return {"policy": args.policy, "observations": source, "repeats": args.repeats, "windows": len(wins),

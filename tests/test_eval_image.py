@@ -93,3 +93,21 @@ def test_frontier_with_an_image_policy(tiny_image_policy, tmp_path):
     rows = {r["label"]: r for r in res["rows"]}
     assert {"ddpm-10", "paraddpm-10", "ddim-2"} <= set(rows)
     assert all(r["status"] == "done" for r in rows.values())
+
+
+def test_bench_chunk_splits_an_image_policy_call_into_encoder_and_denoising(tiny_image_policy, tmp_path):
+    from eval import bench_chunk
+    from parapolicy.data import find_pusht_zarr
+
+    if find_pusht_zarr() is None:
+        pytest.skip("needs the Push-T demonstrations' images (../shared/pusht)")
+    out = tmp_path / "chunk.json"
+    bench_chunk.main(["--policy", tiny_image_policy, "--paths", "eager", "--samplers", "ddpm,paraddpm",
+                      "--obs", "2", "--repeats", "1", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert "images" in res["observations"]
+    rows = {r["sampler"]: r for r in res["rows"]}
+    assert rows["ddpm"]["rounds"] == 10 and 1 <= rows["paraddpm"]["rounds"] <= 10   # tiny policy: 10 steps
+    for r in rows.values():
+        assert 0 < r["encoder_wall_ms_p50"] and 0 < r["denoise_wall_ms_p50"]
+        assert r["encoder_wall_ms_p50"] + r["denoise_wall_ms_p50"] <= r["wall_ms_p50"] * 1.05

@@ -42,11 +42,11 @@ from parapolicy.consistency_math import (
     distance,
     levels,
     loss_weight,
-    per_row,
     sampling_levels,
     teacher_ode_step,
 )
 from parapolicy.normalizer import LinearNormalizer
+from parapolicy.schedule import per_row
 from parapolicy.train_utils import atomic_torch_save, ema_update, lr_lambda, parse_dataclass_args
 
 

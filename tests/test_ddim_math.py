@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parapolicy.schedule import ddim_step, output_to_eps, output_to_x0
+from parapolicy.schedule import ddim_step, output_to_eps, output_to_x0, per_row
 
 
 def _inputs(dtype, seed=0):
@@ -54,8 +54,8 @@ def test_distill_and_consistency_ddim_steps_are_the_old_formulas():
     a_n, s_n = C.levels(ac, n)
     a_m, s_m = C.levels(ac, m)
     e = eps_fn(xs, n - 1)
-    x0 = ((xs - C.per_row(s_n, xs) * e) / C.per_row(a_n, xs)).clamp(-1.0, 1.0)
-    want = C.per_row(a_m, xs) * x0 + C.per_row(s_m, xs) * e
+    x0 = ((xs - per_row(s_n, xs) * e) / per_row(a_n, xs)).clamp(-1.0, 1.0)
+    want = per_row(a_m, xs) * x0 + per_row(s_m, xs) * e
     assert torch.equal(C.teacher_ode_step(eps_fn, xs, n, m, ac, solver="ddim", clip=1.0), want)
 
 

@@ -166,13 +166,14 @@ class DistillConfig:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.rounds < 1 or self.steps_per_round < 1 or self.batch_size < 1 or (self.first_round_steps or 1) < 1:
             raise ValueError("rounds, steps_per_round, first_round_steps and batch_size must be >= 1")
-
-    def round_steps(self, round_index: int) -> int:
-        return self.first_round_steps if round_index == 1 and self.first_round_steps else self.steps_per_round
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
+
+    def round_steps(self, round_index: int) -> int:
+        """Optimizer steps of round `round_index` (1-based)."""
+        return self.first_round_steps if round_index == 1 and self.first_round_steps else self.steps_per_round
 
 
 def student_config(teacher_cfg: dict, grid: tuple[int, ...], cfg: DistillConfig, info: dict) -> dict:

@@ -42,11 +42,14 @@ from parapolicy.consistency_math import (
     distance,
     levels,
     loss_weight,
-    per_row,
     sampling_levels,
     teacher_ode_step,
 )
+from parapolicy.ddim_teacher import DDIMTeacher
+from parapolicy.distill_data import load_windows
+from parapolicy.distill_math import scheduler_grid
 from parapolicy.normalizer import LinearNormalizer
+from parapolicy.schedule import per_row
 from parapolicy.train_utils import atomic_torch_save, ema_update, lr_lambda, parse_dataclass_args
 
 
@@ -132,8 +135,6 @@ class Teacher:
     """A DDPM epsilon policy's UNet with its schedule: eps(x (B,H,D), t (B,) long, cond (B,C)) -> (B,H,D)."""
 
     def __init__(self, ckpt: LoadedCheckpoint):
-        from parapolicy.distill import DDIMTeacher
-
         d = DDIMTeacher.from_checkpoint(ckpt)
         if d.prediction_type != "epsilon":
             raise ValueError(f"consistency distillation needs an epsilon teacher, {ckpt.path or ckpt.source} "
@@ -194,8 +195,6 @@ class OpenLoopScore:
     the floor to compare with, not 0)."""
 
     def __init__(self, teacher: Teacher, ckpt: LoadedCheckpoint, cfg: ConsistencyConfig, val_obs, val_act):
-        from parapolicy.distill import DDIMTeacher, scheduler_grid
-
         n = min(cfg.eval_batch, len(val_obs))
         self.cond = val_obs[:n]
         self.n = n
@@ -239,8 +238,6 @@ class OpenLoopScore:
 
 
 def load_data(cfg: ConsistencyConfig, ckpt: LoadedCheckpoint):
-    from parapolicy.distill import load_windows
-
     return load_windows(cfg, ckpt.config, LinearNormalizer().load_flat_state(ckpt.normalizer_state))
 
 

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from parapolicy.schedule import ddim_step, output_to_x0
+from parapolicy.schedule import alpha_sigma, ddim_step, output_to_x0, per_row
 
 SOLVERS = ("ddim", "heun")
 DISTANCES = ("l2", "huber")
@@ -38,14 +38,7 @@ def levels(alphas_cumprod: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor,
     T = alphas_cumprod.shape[0]
     if bool(((n < 0) | (n > T)).any()):
         raise ValueError(f"noise levels must lie in 0..{T}, got {n.tolist()}")
-    ac = alphas_cumprod[(n - 1).clamp(min=0)]
-    ac = torch.where(n == 0, torch.ones_like(ac), ac)
-    return ac.sqrt(), (1 - ac).clamp(min=0).sqrt()
-
-
-def per_row(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) -> (B, 1, ..., 1) broadcastable against like, in like's dtype."""
-    return a.reshape(-1, *([1] * (like.ndim - 1))).to(device=like.device, dtype=like.dtype)
+    return alpha_sigma(alphas_cumprod, n - 1)          # level n is timestep n - 1; n = 0 (t = -1) the clean end
 
 
 def boundary_scalings(n: torch.Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0

@@ -32,6 +32,9 @@ and 6 -> 3 is refused: stride 32 != 100 // 3, which diffusers' DDIM cannot repre
 Run:  python -m parapolicy.distill --teacher runs/pusht_keypoints/policy --out runs/distill --rounds 4
 Rerunning the same command resumes (round directories hold `train_state.pt`; finished rounds `round.json`).
 Add --plan to time a few training steps and print the projected minutes per round (writes nothing).
+
+Code: the math and the grids in parapolicy.distill_math, the teacher in parapolicy.ddim_teacher, the data in
+parapolicy.distill_data, the scores in parapolicy.distill_score; here the batch, the rounds and the CLI.
 """
 
 from __future__ import annotations
@@ -39,8 +42,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,193 +51,28 @@ import numpy as np
 import torch
 
 from parapolicy.checkpoint import LoadedCheckpoint, load_checkpoint, save_policy_dir
-from parapolicy.model import ConditionalUnet1D
+from parapolicy.ddim_teacher import DDIMTeacher
+from parapolicy.distill_data import load_windows
+from parapolicy.distill_math import (
+    PARAMETERIZATIONS,
+    WEIGHTINGS,
+    check_grid,
+    distill_target_x,
+    grid_scheduler_fields,
+    halve_grid,
+    halving_schedule,
+    loss_weight,
+    pred_to_x,
+    scheduler_grid,
+    x_to_v,
+)
+from parapolicy.distill_score import run_score_cmd, sample_gaps
 from parapolicy.normalizer import LinearNormalizer
-from parapolicy.schedule import ddim_step as schedule_ddim_step
-from parapolicy.schedule import output_to_eps, output_to_x0
+from parapolicy.schedule import alpha_sigma, per_row
 from parapolicy.train_utils import atomic_torch_save, ema_decay, ema_update, lr_lambda, parse_dataclass_args
 
-PARAMETERIZATIONS = {"v": "v_prediction", "x": "sample"}
-WEIGHTINGS = ("truncated_snr", "snr_plus_one")
 
-
-# ------------------------------------------------------------------------------------------ schedule math
-def alpha_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """alphas_cumprod (T,), t (B,) long, t < 0 meaning the clean end -> alpha_t, sigma_t (B,) in its dtype."""
-    ac = alphas_cumprod[t.clamp(min=0)]
-    ac = torch.where(t < 0, torch.ones_like(ac), ac)
-    return ac.sqrt(), (1 - ac).clamp(min=0).sqrt()
-
-
-def _b(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) -> (B, 1, ..., 1) broadcastable against like (B, ...)."""
-    return a.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
-
-
-def pred_to_x(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
-    """Model output -> x_hat (`schedule.output_to_x0`): epsilon (z - sigma eps)/alpha; sample out; v alpha z - sigma v.
-    z, out (B, ...); alpha, sigma (B,)."""
-    return output_to_x0(out, z, _b(alpha, z), _b(sigma, z), prediction_type)
-
-
-def pred_to_eps(out: torch.Tensor, z: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:
-    """Model output -> eps_hat (`schedule.output_to_eps`): sample (z - alpha x)/sigma; v sigma z + alpha v."""
-    return output_to_eps(out, z, _b(alpha, z), _b(sigma, z), prediction_type)
-
-
-def x_to_v(x: torch.Tensor, z: torch.Tensor, alpha, sigma) -> torch.Tensor:
-    """v = alpha eps - sigma x with eps = (z - alpha x)/sigma, i.e. (alpha z - x)/sigma (alpha^2 + sigma^2 = 1)."""
-    return (_b(alpha, z) * z - x) / _b(sigma, z)
-
-
-def ddim_step(out: torch.Tensor, z: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s, prediction_type: str,
-              clip_range: float | None = None) -> torch.Tensor:
-    """One DDIM (eta = 0) step t -> s as diffusers' DDIMScheduler.step: z_s = alpha_s clip(x_hat) + sigma_s eps_hat,
-    eps_hat from the unclipped x_hat (use_clipped_model_output=False). z, out (B, ...); alphas/sigmas (B,).
-    The update itself is `schedule.ddim_step`, the samplers' DDIM step."""
-    x = pred_to_x(out, z, alpha_t, sigma_t, prediction_type)
-    eps = pred_to_eps(out, z, alpha_t, sigma_t, prediction_type)
-    if clip_range is not None:
-        x = x.clamp(-clip_range, clip_range)
-    return schedule_ddim_step(x, eps, _b(alpha_s, z), _b(sigma_s, z))
-
-
-def distill_target_x(z_t: torch.Tensor, z_end: torch.Tensor, alpha_t, sigma_t, alpha_e, sigma_e) -> torch.Tensor:
-    """Algorithm 2: x_tilde = (z_t'' - (sigma_t''/sigma_t) z_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t), the x
-    whose DDIM step t -> t'' (eps from the same x) goes from z_t to z_t''. The denominator equals
-    (alpha_t'' sigma_t - sigma_t'' alpha_t) / sigma_t > 0 because the SNR falls with t. Shapes as ddim_step."""
-    r = _b(sigma_e / sigma_t, z_t)
-    return (z_end - r * z_t) / (_b(alpha_e, z_t) - r * _b(alpha_t, z_t))
-
-
-def loss_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str, parameterization: str) -> torch.Tensor:
-    """Per-sample weight (B,) of the squared error in the student's own output space.
-
-    In x space w_x = max(SNR, 1) or SNR + 1 (sec. 4); since x_hat - x_tilde = -sigma (v_hat - v_tilde), the
-    same loss in v space is w_x * sigma^2 (SNR + 1 -> plain v-MSE)."""
-    snr = alpha ** 2 / sigma ** 2
-    if weighting == "truncated_snr":
-        w = snr.clamp(min=1.0)
-    elif weighting == "snr_plus_one":
-        w = snr + 1
-    else:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    if parameterization == "v":
-        return w * sigma ** 2
-    if parameterization == "x":
-        return w
-    raise ValueError(f"parameterization must be one of {tuple(PARAMETERIZATIONS)}, got {parameterization!r}")
-
-
-# ------------------------------------------------------------------------------------------------ grids
-def _check_grid(grid: tuple[int, ...], num_train_timesteps: int) -> int:
-    """Validate a uniform grid that ends on the clean sample; return its stride."""
-    if len(grid) < 1:
-        raise ValueError("a timestep grid needs at least one timestep")
-    stride = grid[0] - grid[1] if len(grid) > 1 else num_train_timesteps
-    diffs = np.diff(np.asarray(grid))
-    if len(grid) > 1 and not (diffs == -stride).all():
-        raise ValueError(f"timestep grid {list(grid)} is not uniform")
-    if grid[-1] < 0 or grid[-1] >= stride or grid[0] > num_train_timesteps - 1:
-        raise ValueError(f"timestep grid {list(grid)} must lie in [0, {num_train_timesteps - 1}] and its last "
-                         f"timestep must be below the stride {stride} (so its last step lands on the clean sample)")
-    if stride != num_train_timesteps // len(grid):
-        raise ValueError(f"a {len(grid)}-step grid with stride {stride} cannot be sampled by diffusers' DDIM, "
-                         f"which steps from t to t - {num_train_timesteps} // {len(grid)} = "
-                         f"{num_train_timesteps // len(grid)}")
-    return stride
-
-
-def scheduler_grid(scheduler_kwargs: dict, num_inference_steps: int) -> tuple[int, ...]:
-    """The DDIM grid (descending timesteps) the policy samples with for these checkpoint scheduler kwargs;
-    ValueError when diffusers' DDIM would not step along it consistently (see module docstring)."""
-    from parapolicy.policy import make_scheduler
-
-    sch = make_scheduler("ddim", scheduler_kwargs, num_inference_steps)
-    if float(sch.final_alpha_cumprod) != 1.0:
-        raise ValueError("the DDIM scheduler must end on the clean sample (set_alpha_to_one=True)")
-    grid = tuple(int(t) for t in sch.timesteps)
-    _check_grid(grid, sch.config.num_train_timesteps)
-    return grid
-
-
-def halve_grid(grid: tuple[int, ...], num_train_timesteps: int) -> tuple[int, ...]:
-    """Student grid: the teacher's points of odd index counted from the clean end (see module docstring).
-
-    (N,) descending -> (N // 2,) descending; ValueError when diffusers' DDIM cannot sample the result."""
-    _check_grid(grid, num_train_timesteps)
-    if len(grid) < 2:
-        raise ValueError("a 1-step grid cannot be halved")
-    student = tuple(grid[::-1][1::2][::-1])
-    _check_grid(student, num_train_timesteps)
-    return student
-
-
-def grid_scheduler_fields(grid: tuple[int, ...], num_train_timesteps: int) -> dict:
-    """Scheduler kwargs that make DDIMScheduler.set_timesteps(len(grid)) produce exactly `grid`."""
-    _check_grid(grid, num_train_timesteps)
-    return {"timestep_spacing": "leading", "steps_offset": int(grid[-1])}
-
-
-def halving_schedule(grid: tuple[int, ...], num_train_timesteps: int, rounds: int) -> list[tuple[int, ...]]:
-    """The student grids of `rounds` successive halvings; ValueError naming the first round that cannot be."""
-    out = []
-    for r in range(rounds):
-        try:
-            grid = halve_grid(grid, num_train_timesteps)
-        except ValueError as e:
-            raise ValueError(f"round {r + 1} of {rounds}: {e}") from e
-        out.append(grid)
-    return out
-
-
-# ------------------------------------------------------------------------------------------- the teacher
-@dataclass
-class DDIMTeacher:
-    """A UNet with how to read it and step it by DDIM: net(z (B,H,D), t (B,) long, global_cond=(B,C)) -> (B,H,D).
-    (Not a `parapolicy.sampling.Denoiser`: this one carries its own discrete schedule and steps any t -> s.)"""
-
-    net: torch.nn.Module
-    prediction_type: str
-    clip_range: float | None
-    alphas_cumprod: torch.Tensor
-    """(T,) float64"""
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: LoadedCheckpoint, net: torch.nn.Module | None = None) -> DDIMTeacher:
-        from diffusers import DDPMScheduler
-
-        sk = ckpt.config["scheduler"]
-        if sk.get("thresholding"):
-            raise ValueError("teachers with dynamic thresholding are not supported")
-        if net is None:
-            net = ConditionalUnet1D(**ckpt.config["model"])
-            net.load_state_dict(ckpt.model_state, strict=True)
-        ac = DDPMScheduler(**sk).alphas_cumprod.to(torch.float64)
-        clip = float(sk.get("clip_sample_range", 1.0)) if sk.get("clip_sample", True) else None
-        return cls(net, sk.get("prediction_type", "epsilon"), clip, ac)
-
-    def step(self, z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """DDIM t -> s for each row: z (B,H,D), t, s (B,) long (s < 0: clean), cond (B,C) -> z_s (B,H,D)."""
-        out = self.net(z, t, global_cond=cond)
-        a_t, s_t = alpha_sigma(self.alphas_cumprod, t)
-        a_s, s_s = alpha_sigma(self.alphas_cumprod, s)
-        return ddim_step(out.to(torch.float64), z.to(torch.float64), a_t, s_t, a_s, s_s, self.prediction_type,
-                         self.clip_range).to(z.dtype)
-
-    @torch.no_grad()
-    def sample(self, x_T: torch.Tensor, cond: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """DDIM along `grid` (descending, then the clean end) from x_T (B,H,D) -> x_0 (B,H,D)."""
-        z, b = x_T, x_T.shape[0]
-        for i, t in enumerate(grid):
-            s = grid[i + 1] if i + 1 < len(grid) else -1
-            z = self.step(z, torch.full((b,), t), torch.full((b,), s), cond)
-        return z
-
-
-Denoiser = DDIMTeacher  # the old name (it collides with parapolicy.sampling.Denoiser); new code says DDIMTeacher
-
-
+# -------------------------------------------------------------------------------------------- one batch
 def distill_batch(student: torch.nn.Module, teacher: DDIMTeacher, x0: torch.Tensor, cond: torch.Tensor,
                   student_grid: tuple[int, ...], teacher_stride: int, parameterization: str, weighting: str,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -254,7 +90,7 @@ def distill_batch(student: torch.nn.Module, teacher: DDIMTeacher, x0: torch.Tens
     ac = teacher.alphas_cumprod
     a_t, s_t = alpha_sigma(ac, t)
     a_e, s_e = alpha_sigma(ac, t_end)
-    z64 = _b(a_t, x0) * x0.to(torch.float64) + _b(s_t, x0) * eps.to(torch.float64)
+    z64 = per_row(a_t, x0) * x0.to(torch.float64) + per_row(s_t, x0) * eps.to(torch.float64)
     z = z64.to(x0.dtype)
     z64 = z.to(torch.float64)
     with torch.no_grad():
@@ -267,7 +103,7 @@ def distill_batch(student: torch.nn.Module, teacher: DDIMTeacher, x0: torch.Tens
     with torch.no_grad():  # z_t'' error of the student's step = (alpha'' - (sigma''/sigma) alpha) (x_hat - x~)
         x_hat = pred_to_x(out.detach().to(torch.float64), z64, a_t, s_t, PARAMETERIZATIONS[parameterization])
         k = a_e - s_e / s_t * a_t
-        landing = (_b(k, x_hat) * (x_hat - x_tilde)).pow(2).flatten(1).mean(1)
+        landing = (per_row(k, x_hat) * (x_hat - x_tilde)).pow(2).flatten(1).mean(1)
     return {"loss": w.to(err.dtype) * err, "t": t, "landing": landing}
 
 
@@ -330,13 +166,14 @@ class DistillConfig:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.rounds < 1 or self.steps_per_round < 1 or self.batch_size < 1 or (self.first_round_steps or 1) < 1:
             raise ValueError("rounds, steps_per_round, first_round_steps and batch_size must be >= 1")
-
-    def round_steps(self, round_index: int) -> int:
-        return self.first_round_steps if round_index == 1 and self.first_round_steps else self.steps_per_round
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
+
+    def round_steps(self, round_index: int) -> int:
+        """Optimizer steps of round `round_index` (1-based)."""
+        return self.first_round_steps if round_index == 1 and self.first_round_steps else self.steps_per_round
 
 
 def student_config(teacher_cfg: dict, grid: tuple[int, ...], cfg: DistillConfig, info: dict) -> dict:
@@ -355,64 +192,6 @@ def student_config(teacher_cfg: dict, grid: tuple[int, ...], cfg: DistillConfig,
     return out
 
 
-def load_windows(cfg: DistillConfig, teacher_cfg: dict, normalizer: LinearNormalizer):
-    """Push-T keypoint windows as the teacher was trained on, normalised with the teacher's normaliser:
-    -> (obs (N, To*Do), action (N, H, Da)) for training and validation."""
-    from parapolicy.data import ReplayBuffer, find_pusht_zarr, validation_mask
-    from parapolicy.train import TrainConfig, make_windows
-
-    if list(teacher_cfg["obs_keys"]) != ["obs"] or not teacher_cfg.get("obs_as_global_cond", True):
-        raise ValueError("the distillation data loader supports the Push-T keypoint policy (one obs key 'obs', "
-                         f"global conditioning); the teacher has obs_keys {teacher_cfg['obs_keys']}")
-    zpath = cfg.zarr or find_pusht_zarr()
-    if zpath is None:
-        raise FileNotFoundError("no Push-T replay buffer found; pass --zarr or set PARAPOLICY_PUSHT_ZARR")
-    buffer = ReplayBuffer.load(zpath, keys=["state", "keypoint", "action"])
-    tc = TrainConfig(horizon=teacher_cfg["horizon"], n_obs_steps=teacher_cfg["n_obs_steps"],
-                     n_action_steps=teacher_cfg["n_action_steps"])
-    val = validation_mask(buffer.n_episodes, cfg.val_ratio, tc.seed)
-    out = []
-    for mask in (~val, val):
-        w = make_windows(buffer, tc, mask)
-        obs = normalizer.normalize(torch.from_numpy(w["obs"]), "obs")
-        out.append((obs.reshape(len(obs), -1), normalizer.normalize(torch.from_numpy(w["action"]), "action")))
-    return out[0], out[1]
-
-
-def sample_gaps(reference: tuple[DDIMTeacher, tuple], candidates: dict[str, tuple[DDIMTeacher, tuple]],
-                cond: torch.Tensor, shape: tuple, seed: int = 0) -> dict[str, float]:
-    """Mean squared distance (normalised action units) of each candidate's DDIM sample (model, grid) from the
-    reference's, all from the same x_T (shape (B, H, D)) and cond (B, C)."""
-    x_T = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    ref = reference[0].sample(x_T, cond, reference[1])
-    return {k: float(((m.sample(x_T, cond, g) - ref) ** 2).mean()) for k, (m, g) in candidates.items()}
-
-
-def run_score_cmd(cmd: str, policy: Path, out: Path) -> dict:
-    """Run `cmd` with {policy} and {out} replaced; return, per sampler, mean_score / pc_success / latency p50 /
-    NFE from `out/results.json` (what `python -m eval.run ... hydra.run.dir={out}` writes), else the last
-    stdout line that is a JSON object."""
-    args = [a.replace("{policy}", str(policy)).replace("{out}", str(out)) for a in shlex.split(cmd)]
-    res = subprocess.run(args, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"score command failed ({res.returncode}): {res.stderr[-2000:]}")
-    if (out / "results.json").exists():
-        samplers = json.loads((out / "results.json").read_text()).get("samplers", {})
-        return {name: {"mean_score": m.get("mean_score"), "mean_score_ci95": m.get("mean_score_ci95"),
-                       "pc_success": m.get("pc_success"), "n_episodes": m.get("n_episodes"),
-                       "latency_ms_p50": (m.get("latency_ms") or {}).get("p50"),
-                       "nfe_per_call": (m.get("nfe_per_call") or {}).get("mean")} for name, m in samplers.items()}
-    for line in reversed(res.stdout.strip().splitlines()):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            return rec
-    raise RuntimeError(f"score command wrote no {out}/results.json and printed no JSON object line: "
-                       f"{res.stdout[-500:]}")
-
-
 def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: DistillConfig, round_dir: Path,
                   round_index: int, deadline: float | None = None, log: Callable[[dict], None] | None = None,
                   original: tuple[LoadedCheckpoint, tuple[int, ...]] | None = None):
@@ -425,7 +204,7 @@ def distill_round(teacher_ckpt: LoadedCheckpoint, train_data, val_data, cfg: Dis
     t_train = int(tcfg["scheduler"].get("num_train_timesteps", 1000))
     t_grid = scheduler_grid(tcfg["scheduler"], int(tcfg["num_inference_steps"]))
     s_grid = halve_grid(t_grid, t_train)
-    t_stride = _check_grid(t_grid, t_train)
+    t_stride = check_grid(t_grid, t_train)
     teacher = DDIMTeacher.from_checkpoint(teacher_ckpt)
     teacher.net.eval().requires_grad_(False)
     round_dir.mkdir(parents=True, exist_ok=True)
@@ -602,7 +381,7 @@ def plan(cfg: DistillConfig, data=None, n_steps: int = 5) -> dict:
     for _ in range(n_steps + 1):
         t0 = time.perf_counter()
         idx = torch.randint(0, len(obs), (cfg.batch_size,), generator=gen)
-        loss = distill_batch(student, teacher, act[idx], obs[idx], grids[0], _check_grid(t_grid, t_train),
+        loss = distill_batch(student, teacher, act[idx], obs[idx], grids[0], check_grid(t_grid, t_train),
                              cfg.parameterization, cfg.weighting, generator=gen)["loss"].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

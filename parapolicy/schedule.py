@@ -345,6 +345,22 @@ def _col(v: torch.Tensor, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v[idx].to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
+def alpha_sigma(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discrete-schedule coefficients at timesteps t: alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t).
+
+    alphas_cumprod (T,), t (B,) long with t < 0 meaning the clean end (alpha = 1, sigma = 0, as diffusers'
+    DDIMScheduler with set_alpha_to_one=True) -> alpha_t, sigma_t (B,) in alphas_cumprod's dtype.
+    Used by progressive distillation (`distill_math`) and consistency distillation (`consistency_math.levels`)."""
+    ac = alphas_cumprod[t.clamp(min=0)]
+    ac = torch.where(t < 0, torch.ones_like(ac), ac)
+    return ac.sqrt(), (1 - ac).clamp(min=0).sqrt()
+
+
+def per_row(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) broadcastable against like (B, ...), on like's device, in like's dtype."""
+    return a.reshape(-1, *([1] * (like.ndim - 1))).to(device=like.device, dtype=like.dtype)
+
+
 def output_to_x0(out: torch.Tensor, x: torch.Tensor, a, b, prediction_type: str) -> torch.Tensor:
     """Unclipped data prediction x0_hat from the denoiser output at x = a x0 + b eps (a = sqrt(alpha_bar),
     b = sqrt(1 - alpha_bar), each a tensor broadcastable against x):

@@ -13,12 +13,11 @@ log interval) and `policy/` (our checkpoint format, EMA weights) rewritten atomi
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,56 +35,27 @@ from parapolicy.data import (
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
 from parapolicy.train_utils import (
+    RunConfig,
     atomic_torch_save,
     ema_decay,
     ema_update,
     lr_lambda,
+    parse_dataclass_args,
     raise_keyboard_interrupt,
 )
 
 
 @dataclass
-class TrainConfig:
-    out: str = "runs/pusht"
-    """run directory (checkpoints, logs); rerunning with the same directory resumes"""
-    zarr: str | None = None
-    """Push-T replay buffer; default: ../shared/pusht/pusht_cchi_v7_replay.zarr (see parapolicy.data)"""
-    horizon: int = 16
-    n_obs_steps: int = 2
-    n_action_steps: int = 8
-    down_dims: tuple[int, ...] = (64, 128, 256)
-    diffusion_step_embed_dim: int = 256
-    kernel_size: int = 5
-    n_groups: int = 8
-    num_train_timesteps: int = 100
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 1e-6
-    warmup_steps: int = 500
-    max_steps: int = 16000
-    """optimizer steps in all (the cosine schedule spans them)"""
-    time_budget_min: float | None = None
-    """stop (after saving) when this session has trained this many minutes; rerun to resume"""
-    val_ratio: float = 0.02
+class TrainConfig(RunConfig):
+    """The low-dim run: the shared fields (`train_utils.RunConfig`, whose defaults are this run's) and these."""
+
     max_train_episodes: int | None = None
     """Diffusion Policy's pusht_lowdim keeps 90; None uses every training episode"""
-    ema_power: float = 0.75
-    ema_max: float = 0.9999
-    save_every: int = 500
-    log_every: int = 100
-    seed: int = 42
-    num_threads: int | None = None
     wandb: bool = False
     wandb_mode: str = "offline"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.horizon % 4 != 0:
-            raise ValueError(f"horizon must be divisible by 4 for the UNet, got {self.horizon}")
-        if not 1 <= self.n_obs_steps <= self.horizon:
-            raise ValueError(f"n_obs_steps must be in [1, horizon], got {self.n_obs_steps}")
-        if self.batch_size < 1 or self.max_steps < 1:
-            raise ValueError("batch_size and max_steps must be >= 1")
+        super().__post_init__()
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
 
@@ -239,26 +209,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif "tuple" in str(f.type):
-            p.add_argument(flag, type=int, nargs="+", default=list(default))
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            if "float" in str(f.type):
-                typ = float
-            elif str(f.type).startswith("int"):
-                typ = int
-            p.add_argument(flag, type=typ, default=default)
-    a = vars(p.parse_args(argv))
-    a["down_dims"] = tuple(a["down_dims"])
-    return TrainConfig(**a)
+    return parse_dataclass_args(TrainConfig, argv, description=__doc__, skip=("extra",))
 
 
 def main(argv=None):

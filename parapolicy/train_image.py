@@ -21,12 +21,11 @@ run directory).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,61 +37,48 @@ from parapolicy.data import ReplayBuffer, find_pusht_zarr, sample_sequence, sequ
 from parapolicy.image_cond import ImageConditioner
 from parapolicy.model import ConditionalUnet1D
 from parapolicy.normalizer import LinearNormalizer
-from parapolicy.train_utils import atomic_torch_save, ema_decay, ema_update, lr_lambda
+from parapolicy.train_utils import (
+    RunConfig,
+    atomic_torch_save,
+    ema_decay,
+    ema_update,
+    lr_lambda,
+    parse_dataclass_args,
+)
 
 IMAGE, STATE = "observation.image", "observation.state"
 
 
 @dataclass
-class ImageTrainConfig:
+class ImageTrainConfig(RunConfig):
+    """The image run: the shared fields (`train_utils.RunConfig`) with this run's defaults where they differ,
+    and the encoder's and --plan's."""
+
     out: str = "runs/pusht_image"
     """run directory; rerunning with the same directory resumes"""
-    zarr: str | None = None
-    horizon: int = 16
-    n_obs_steps: int = 2
-    n_action_steps: int = 8
+    diffusion_step_embed_dim: int = 128
+    batch_size: int = 32
+    max_steps: int = 20000
+    save_every: int = 250
+    log_every: int = 50
     width: int = 16
     """channels of the first ResNet stage (resnet18: 64); stages have width, 2w, 4w, 8w"""
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     """BasicBlocks per stage (resnet18: 2 2 2 2)"""
     crop: int = 84
     num_kp: int = 32
-    down_dims: tuple[int, ...] = (64, 128, 256)
-    diffusion_step_embed_dim: int = 128
-    kernel_size: int = 5
-    n_groups: int = 8
-    num_train_timesteps: int = 100
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-6
-    warmup_steps: int = 500
-    max_steps: int = 20000
-    time_budget_min: float | None = None
-    val_ratio: float = 0.02
-    ema_power: float = 0.75
-    ema_max: float = 0.9999
-    save_every: int = 250
-    log_every: int = 50
-    seed: int = 42
-    num_threads: int | None = None
     plan: bool = False
     """time --plan-steps optimiser steps and print the projected steps per budget; trains nothing"""
     plan_steps: int = 5
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.horizon % 2 ** (len(self.down_dims) - 1):
-            raise ValueError(f"horizon {self.horizon} must be divisible by 2^(levels-1) of down_dims")
-        if not 1 <= self.n_obs_steps <= self.horizon:
-            raise ValueError(f"n_obs_steps must be in [1, horizon], got {self.n_obs_steps}")
+        super().__post_init__()
         if self.width < 16 or self.width % 16:
             raise ValueError(f"width must be a multiple of 16 (GroupNorm uses C // 16 groups), got {self.width}")
         if len(self.blocks) != 4 or min(self.blocks) < 1:
             raise ValueError(f"blocks must be 4 counts >= 1, got {self.blocks}")
         if not 8 <= self.crop <= 96:
             raise ValueError(f"crop must be in [8, 96] (images are 96x96), got {self.crop}")
-        if self.batch_size < 1 or self.max_steps < 1:
-            raise ValueError("batch_size and max_steps must be >= 1")
 
 
 def vision_config(cfg: ImageTrainConfig) -> dict:
@@ -297,22 +283,7 @@ def train(cfg: ImageTrainConfig) -> Path:
 
 
 def parse_args(argv=None) -> ImageTrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(ImageTrainConfig):
-        if f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        t = str(f.type)
-        if t in ("bool", "<class 'bool'>"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        elif "tuple" in t:
-            p.add_argument(flag, type=int, nargs="+", default=list(f.default))
-        else:
-            typ = float if "float" in t else int if t.startswith("int") else str
-            p.add_argument(flag, type=typ, default=f.default)
-    a = vars(p.parse_args(argv))
-    a["down_dims"], a["blocks"] = tuple(a["down_dims"]), tuple(a["blocks"])
-    return ImageTrainConfig(**a)
+    return parse_dataclass_args(ImageTrainConfig, argv, description=__doc__, skip=("extra",))
 
 
 def main(argv=None):

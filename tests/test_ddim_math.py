@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parapolicy.schedule import ddim_step, output_to_eps, output_to_x0
+from parapolicy.schedule import ddim_step, output_to_eps, output_to_x0, per_row
 
 
 def _inputs(dtype, seed=0):
@@ -33,7 +33,7 @@ def test_ddim_pieces_match_the_old_formulas(dtype, prediction_type):
 
 def test_distill_and_consistency_ddim_steps_are_the_old_formulas():
     from parapolicy import consistency_math as C
-    from parapolicy import distill as D
+    from parapolicy import distill_math as DM
 
     x, out, a, b = _inputs(torch.float64)
     _, _, a2, b2 = _inputs(torch.float64, seed=1)
@@ -42,7 +42,7 @@ def test_distill_and_consistency_ddim_steps_are_the_old_formulas():
         x0 = {"epsilon": (x - b * out) / a, "sample": out, "v_prediction": a * x - b * out}[pt]
         eps = {"epsilon": out, "sample": (x - a * out) / b, "v_prediction": b * x + a * out}[pt]
         want = a2 * x0.clamp(-1.0, 1.0) + b2 * eps
-        assert torch.equal(D.ddim_step(out, x, *flat, pt, clip_range=1.0), want)
+        assert torch.equal(DM.ddim_step(out, x, *flat, pt, clip_range=1.0), want)
     # consistency teacher, DDIM solver: epsilon model, levels n -> m from alphas_cumprod
     ac = torch.linspace(0.999, 0.01, 20, dtype=torch.float64)
     n, m = torch.tensor([20, 5, 3, 1]), torch.tensor([10, 0, 2, 0])
@@ -54,8 +54,8 @@ def test_distill_and_consistency_ddim_steps_are_the_old_formulas():
     a_n, s_n = C.levels(ac, n)
     a_m, s_m = C.levels(ac, m)
     e = eps_fn(xs, n - 1)
-    x0 = ((xs - C.per_row(s_n, xs) * e) / C.per_row(a_n, xs)).clamp(-1.0, 1.0)
-    want = C.per_row(a_m, xs) * x0 + C.per_row(s_m, xs) * e
+    x0 = ((xs - per_row(s_n, xs) * e) / per_row(a_n, xs)).clamp(-1.0, 1.0)
+    want = per_row(a_m, xs) * x0 + per_row(s_m, xs) * e
     assert torch.equal(C.teacher_ode_step(eps_fn, xs, n, m, ac, solver="ddim", clip=1.0), want)
 
 

@@ -10,6 +10,10 @@ import pytest
 import torch
 
 from parapolicy import distill as D
+from parapolicy import distill_math as M
+from parapolicy import distill_score as S
+from parapolicy.ddim_teacher import DDIMTeacher
+from parapolicy.schedule import alpha_sigma
 
 T = 100
 TEACHER_SCHED = {"num_train_timesteps": T, "beta_schedule": "squaredcos_cap_v2", "variance_type": "fixed_small",
@@ -32,7 +36,7 @@ def _ddim(sched_kwargs: dict, n: int):
 def test_conversions_eps_x_v_round_trip():
     g = torch.Generator().manual_seed(0)
     t = torch.tensor([0, 7, 50, 97, 99])
-    a, s = D.alpha_sigma(_ac(), t)
+    a, s = alpha_sigma(_ac(), t)
     assert torch.allclose(a ** 2 + s ** 2, torch.ones_like(a), atol=1e-12)
     x = torch.randn(5, 4, 2, generator=g, dtype=torch.float64)
     eps = torch.randn(5, 4, 2, generator=g, dtype=torch.float64)
@@ -40,13 +44,13 @@ def test_conversions_eps_x_v_round_trip():
     z = ab * x + sb * eps
     v = ab * eps - sb * x  # paper's definition
     for kind, out in (("epsilon", eps), ("sample", x), ("v_prediction", v)):
-        assert torch.allclose(D.pred_to_x(out, z, a, s, kind), x, atol=1e-7), kind
-        assert torch.allclose(D.pred_to_eps(out, z, a, s, kind), eps, atol=1e-7 if kind != "epsilon" else 0), kind
-    assert torch.allclose(D.x_to_v(x, z, a, s), v, atol=1e-9)
-    a0, s0 = D.alpha_sigma(_ac(), torch.tensor([-1]))
+        assert torch.allclose(M.pred_to_x(out, z, a, s, kind), x, atol=1e-7), kind
+        assert torch.allclose(M.pred_to_eps(out, z, a, s, kind), eps, atol=1e-7 if kind != "epsilon" else 0), kind
+    assert torch.allclose(M.x_to_v(x, z, a, s), v, atol=1e-9)
+    a0, s0 = alpha_sigma(_ac(), torch.tensor([-1]))
     assert a0.item() == 1.0 and s0.item() == 0.0
     with pytest.raises(ValueError, match="prediction_type"):
-        D.pred_to_x(x, z, a, s, "velocity")
+        M.pred_to_x(x, z, a, s, "velocity")
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
@@ -65,9 +69,9 @@ def test_ddim_step_matches_diffusers(prediction_type, clip):
         ref = sch.step(out, t, z).prev_sample
         s = t - T // n
         tt, ss = torch.full((3,), t), torch.full((3,), s)
-        a_t, s_t = D.alpha_sigma(ac, tt)
-        a_s, s_s = D.alpha_sigma(ac, ss)
-        ours = D.ddim_step(out.double(), z.double(), a_t, s_t, a_s, s_s, prediction_type, 1.0 if clip else None)
+        a_t, s_t = alpha_sigma(ac, tt)
+        a_s, s_s = alpha_sigma(ac, ss)
+        ours = M.ddim_step(out.double(), z.double(), a_t, s_t, a_s, s_s, prediction_type, 1.0 if clip else None)
         assert torch.allclose(ours.float(), ref, atol=2e-5, rtol=1e-4), (t, (ours.float() - ref).abs().max())
         z = ref
 
@@ -82,9 +86,9 @@ def test_target_lands_on_teacher_two_steps_via_diffusers(parameterization):
     """Independent check through diffusers: two teacher DDIMScheduler steps (epsilon, clipped, 50-step grid)
     from z_t, then ONE student DDIMScheduler step (the student's checkpoint kwargs, 25 steps) fed our target,
     must land on the same point."""
-    teacher_grid = D.halve_grid(D.scheduler_grid(TEACHER_SCHED, T), T)                  # 50 steps
-    teacher_kw = dict(TEACHER_SCHED, **D.grid_scheduler_fields(teacher_grid, T))
-    student_grid = D.halve_grid(teacher_grid, T)                                       # 25 steps
+    teacher_grid = M.halve_grid(M.scheduler_grid(TEACHER_SCHED, T), T)                  # 50 steps
+    teacher_kw = dict(TEACHER_SCHED, **M.grid_scheduler_fields(teacher_grid, T))
+    student_grid = M.halve_grid(teacher_grid, T)                                       # 25 steps
     cfg = D.DistillConfig(parameterization=parameterization)
     student_kw = D.student_config({"scheduler": TEACHER_SCHED}, student_grid, cfg, {})["scheduler"]
     tsch, ssch = _ddim(teacher_kw, len(teacher_grid)), _ddim(student_kw, len(student_grid))
@@ -101,10 +105,10 @@ def test_target_lands_on_teacher_two_steps_via_diffusers(parameterization):
         z_end = tsch.step(_toy_eps(z_mid, t_mid), t_mid, z_mid).prev_sample
         t_end = t_mid - T // len(teacher_grid)
         b = lambda v: torch.full((4,), v)  # noqa: E731
-        a_t, s_t = D.alpha_sigma(ac, b(t))
-        a_e, s_e = D.alpha_sigma(ac, b(t_end))
-        x_t = D.distill_target_x(z, z_end, a_t, s_t, a_e, s_e)
-        target = D.x_to_v(x_t, z, a_t, s_t) if parameterization == "v" else x_t
+        a_t, s_t = alpha_sigma(ac, b(t))
+        a_e, s_e = alpha_sigma(ac, b(t_end))
+        x_t = M.distill_target_x(z, z_end, a_t, s_t, a_e, s_e)
+        target = M.x_to_v(x_t, z, a_t, s_t) if parameterization == "v" else x_t
         landed = ssch.step(target, t, z).prev_sample
         assert torch.allclose(landed, z_end, atol=1e-9, rtol=0), (t, (landed - z_end).abs().max())
 
@@ -114,8 +118,8 @@ def test_point_mass_target_is_the_point():
     target must be mu for every t and z (closed form), with the teacher's clipping on."""
     ac = _ac()
     mu = torch.tensor([0.3, -0.7], dtype=torch.float64)
-    teacher_grid = D.scheduler_grid(TEACHER_SCHED, T)
-    student_grid = D.halve_grid(teacher_grid, T)
+    teacher_grid = M.scheduler_grid(TEACHER_SCHED, T)
+    student_grid = M.halve_grid(teacher_grid, T)
     g = torch.Generator().manual_seed(3)
     for t in student_grid:
         z = torch.randn(6, 8, 2, generator=g, dtype=torch.float64) * 2
@@ -123,13 +127,13 @@ def test_point_mass_target_is_the_point():
         path = [tt, tt - 1, tt - 2]
         zz = z
         for a, b in zip(path[:-1], path[1:]):
-            a_t, s_t = D.alpha_sigma(ac, a)
-            a_s, s_s = D.alpha_sigma(ac, b)
+            a_t, s_t = alpha_sigma(ac, a)
+            a_s, s_s = alpha_sigma(ac, b)
             eps = (zz - a_t[:, None, None] * mu) / s_t[:, None, None]  # exact eps of the point mass
-            zz = D.ddim_step(eps, zz, a_t, s_t, a_s, s_s, "epsilon", 1.0)
-        a_t, s_t = D.alpha_sigma(ac, tt)
-        a_e, s_e = D.alpha_sigma(ac, tt - 2)
-        x_t = D.distill_target_x(z, zz, a_t, s_t, a_e, s_e)
+            zz = M.ddim_step(eps, zz, a_t, s_t, a_s, s_s, "epsilon", 1.0)
+        a_t, s_t = alpha_sigma(ac, tt)
+        a_e, s_e = alpha_sigma(ac, tt - 2)
+        x_t = M.distill_target_x(z, zz, a_t, s_t, a_e, s_e)
         assert torch.allclose(x_t, mu.expand_as(x_t), atol=1e-6 if t < 99 else 1e-3), (t, (x_t - mu).abs().max())
 
 
@@ -168,13 +172,13 @@ def test_gaussian_data_float64_rederivation():
         zz = z.clone()
         for a_, b_ in ((tt, tt - stride), (tt - stride, tt - 2 * stride)):
             c0, c1 = post(int(a_[0]))
-            at_, st_ = D.alpha_sigma(ac, a_)
-            as__, ss__ = D.alpha_sigma(ac, b_)
+            at_, st_ = alpha_sigma(ac, a_)
+            as__, ss__ = alpha_sigma(ac, b_)
             eps = (zz - at_[:, None, None] * (c0 + c1 * zz)) / st_[:, None, None]
-            zz = D.ddim_step(eps, zz, at_, st_, as__, ss__, "epsilon", None)
-        at_, st_ = D.alpha_sigma(ac, tt)
-        ae_, se_ = D.alpha_sigma(ac, tt - 2 * stride)
-        x_ours = D.distill_target_x(z, zz, at_, st_, ae_, se_)
+            zz = M.ddim_step(eps, zz, at_, st_, as__, ss__, "epsilon", None)
+        at_, st_ = alpha_sigma(ac, tt)
+        ae_, se_ = alpha_sigma(ac, tt - 2 * stride)
+        x_ours = M.distill_target_x(z, zz, at_, st_, ae_, se_)
         np.testing.assert_allclose(x_ours.numpy(), x_np, rtol=1e-9, atol=1e-9)
 
 
@@ -187,7 +191,7 @@ class _PointMass(torch.nn.Module):
         self.scale = torch.nn.Parameter(torch.ones(()))  # something for autograd to reach
 
     def forward(self, z, t, global_cond=None):
-        a, s = D.alpha_sigma(self.ac, t)
+        a, s = alpha_sigma(self.ac, t)
         a, s = a[:, None, None].float(), s[:, None, None].float()
         eps = (z - a * self.mu) / s
         out = {"sample": self.mu.expand_as(z), "epsilon": eps, "v_prediction": a * eps - s * self.mu}[self.kind]
@@ -199,13 +203,13 @@ def test_distill_batch_exact_student_has_zero_loss(parameterization):
     """Point-mass data: teacher and student both exact (teacher epsilon with clipping, student in its own
     parameterisation), so the loss and the landing error vanish on every grid; a wrong student does not."""
     mu = torch.tensor([0.3, -0.7])
-    teacher = D.Denoiser(_PointMass(mu, "epsilon"), "epsilon", 1.0, _ac())
+    teacher = DDIMTeacher(_PointMass(mu, "epsilon"), "epsilon", 1.0, _ac())
     x0, cond = mu.expand(16, 8, 2).clone(), torch.zeros(16, 3)
-    g100 = D.scheduler_grid(TEACHER_SCHED, T)
-    for tgrid in (g100, D.halving_schedule(g100, T, 2)[-1]):
-        sgrid = D.halve_grid(tgrid, T)
+    g100 = M.scheduler_grid(TEACHER_SCHED, T)
+    for tgrid in (g100, M.halving_schedule(g100, T, 2)[-1]):
+        sgrid = M.halve_grid(tgrid, T)
         stride = tgrid[0] - tgrid[1]
-        student = _PointMass(mu, D.PARAMETERIZATIONS[parameterization])
+        student = _PointMass(mu, M.PARAMETERIZATIONS[parameterization])
         res = D.distill_batch(student, teacher, x0, cond, sgrid, stride, parameterization, "truncated_snr",
                               generator=torch.Generator().manual_seed(5))
         assert set(res["t"].tolist()) <= set(sgrid)
@@ -221,25 +225,25 @@ def test_distill_batch_exact_student_has_zero_loss(parameterization):
 def test_loss_weights_x_and_v_agree():
     ac = _ac()
     t = torch.tensor([1, 15, 50, 95, 99])
-    a, s = D.alpha_sigma(ac, t)
+    a, s = alpha_sigma(ac, t)
     snr = a ** 2 / s ** 2
-    assert torch.allclose(D.loss_weight(a, s, "snr_plus_one", "v"), torch.ones(5, dtype=torch.float64))
-    assert torch.allclose(D.loss_weight(a, s, "truncated_snr", "x"), torch.maximum(snr, torch.ones_like(snr)))
+    assert torch.allclose(M.loss_weight(a, s, "snr_plus_one", "v"), torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(M.loss_weight(a, s, "truncated_snr", "x"), torch.maximum(snr, torch.ones_like(snr)))
     g = torch.Generator().manual_seed(4)
     z, xh, xt = (torch.randn(5, 3, 2, generator=g, dtype=torch.float64) for _ in range(3))
-    for w in D.WEIGHTINGS:
-        ex = D.loss_weight(a, s, w, "x")[:, None, None] * (xh - xt) ** 2
-        ev = D.loss_weight(a, s, w, "v")[:, None, None] * (D.x_to_v(xh, z, a, s) - D.x_to_v(xt, z, a, s)) ** 2
+    for w in M.WEIGHTINGS:
+        ex = M.loss_weight(a, s, w, "x")[:, None, None] * (xh - xt) ** 2
+        ev = M.loss_weight(a, s, w, "v")[:, None, None] * (M.x_to_v(xh, z, a, s) - M.x_to_v(xt, z, a, s)) ** 2
         assert torch.allclose(ex, ev, rtol=1e-9)
     with pytest.raises(ValueError, match="weighting"):
-        D.loss_weight(a, s, "snr", "v")
+        M.loss_weight(a, s, "snr", "v")
 
 
 # ------------------------------------------------------------------------------------------------ grids
 def test_halving_grids_for_100_train_steps():
-    g100 = D.scheduler_grid(TEACHER_SCHED, T)
+    g100 = M.scheduler_grid(TEACHER_SCHED, T)
     assert g100 == tuple(range(99, -1, -1))
-    grids = D.halving_schedule(g100, T, 4)
+    grids = M.halving_schedule(g100, T, 4)
     assert [len(g) for g in grids] == [50, 25, 12, 6]
     assert grids[0] == tuple(range(99, 0, -2))
     assert grids[1] == tuple(range(99, 0, -4))
@@ -251,16 +255,16 @@ def test_halving_grids_for_100_train_steps():
         for t in child:  # each student step spans exactly two teacher steps, the last one ends clean
             assert t - stride in parent and (t - 2 * stride in parent or t - 2 * stride < 0)
         # the policy's DDIM scheduler reproduces the student grid and steps along it
-        sch = _ddim(dict(TEACHER_SCHED, **D.grid_scheduler_fields(child, T)), len(child))
+        sch = _ddim(dict(TEACHER_SCHED, **M.grid_scheduler_fields(child, T)), len(child))
         assert tuple(sch.timesteps.tolist()) == child
         assert child[-1] - T // len(child) < 0
         assert all(a - T // len(child) == b for a, b in zip(child[:-1], child[1:]))
     with pytest.raises(ValueError, match="round 5 of 5.*100 // 3"):
-        D.halving_schedule(g100, T, 5)
+        M.halving_schedule(g100, T, 5)
     with pytest.raises(ValueError, match="not uniform"):
-        D.halve_grid((99, 90, 50, 0), T)
+        M.halve_grid((99, 90, 50, 0), T)
     with pytest.raises(ValueError, match="clean"):
-        D.halve_grid((98, 88, 78), T)  # ends at 78: its last step would not reach the clean sample
+        M.halve_grid((98, 88, 78), T)  # ends at 78: its last step would not reach the clean sample
 
 
 def test_config_rejects_bad_values():
@@ -330,7 +334,7 @@ def test_tiny_end_to_end_two_rounds_resume_and_load(tmp_path):
     assert tuple(pol.scheduler("ddim").timesteps.tolist()) == (95, 75, 55, 35, 15)
     assert pol.config["distillation"]["timesteps"] == [95, 75, 55, 35, 15]
     # the student's weights differ from the teacher's (it trained) and sample finite actions on its grid
-    stu = D.Denoiser.from_checkpoint(D.load_checkpoint(out / "round2" / "policy"))
+    stu = DDIMTeacher.from_checkpoint(D.load_checkpoint(out / "round2" / "policy"))
     x_T = torch.randn(2, 8, 2, generator=torch.Generator().manual_seed(0))
     cond = pol.normalized_condition({"obs": obs[:2]})
     x0 = stu.sample(x_T, cond, (95, 75, 55, 35, 15))
@@ -357,7 +361,7 @@ def test_student_runs_through_policy_predict_action(tmp_path):
     pol = load_policy(summary["policy"], fast="eager")
     x_T = torch.randn(2, 8, 2, generator=torch.Generator().manual_seed(0))
     res = pol.predict_action({"obs": obs[:2]}, sampler="ddim", init_noise=x_T)
-    stu = D.Denoiser.from_checkpoint(D.load_checkpoint(summary["policy"]))
+    stu = DDIMTeacher.from_checkpoint(D.load_checkpoint(summary["policy"]))
     ref = stu.sample(x_T, pol.normalized_condition({"obs": obs[:2]}), tuple(range(95, 0, -10)))
     ref = pol.normalizer.unnormalize(ref, "action")
     assert torch.allclose(res["action_pred"], ref, atol=1e-4), (res["action_pred"] - ref).abs().max()
@@ -407,14 +411,14 @@ def test_score_cmd_reads_results_json_or_stdout(tmp_path):
              "{'mean_score': 0.5, 'n_episodes': 2, 'latency_ms': {'p50': 3.0}, 'nfe_per_call': {'mean': 6}}}}, "
              "open(sys.argv[2] + '/results.json', 'w')); print(sys.argv[1])")
     cmd = f"{sys.executable} -c \"{write}\" {{policy}} {{out}}"
-    res = D.run_score_cmd(cmd, tmp_path / "pol", tmp_path / "score")
+    res = S.run_score_cmd(cmd, tmp_path / "pol", tmp_path / "score")
     assert res == {"ddim": {"mean_score": 0.5, "mean_score_ci95": None, "pc_success": None, "n_episodes": 2,
                             "latency_ms_p50": 3.0, "nfe_per_call": 6}}
-    res = D.run_score_cmd(f"{sys.executable} -c \"print('x'); print('{{\\\"mean_score\\\": 0.25}}')\"",
+    res = S.run_score_cmd(f"{sys.executable} -c \"print('x'); print('{{\\\"mean_score\\\": 0.25}}')\"",
                           tmp_path / "pol", tmp_path / "none")
     assert res == {"mean_score": 0.25}
     with pytest.raises(RuntimeError, match="failed"):
-        D.run_score_cmd(f"{sys.executable} -c \"raise SystemExit(3)\"", tmp_path / "pol", tmp_path / "none")
+        S.run_score_cmd(f"{sys.executable} -c \"raise SystemExit(3)\"", tmp_path / "pol", tmp_path / "none")
 
 
 def test_import_is_light():

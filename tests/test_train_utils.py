@@ -36,3 +36,20 @@ def test_atomic_torch_save_replaces_and_leaves_no_temporary(tmp_path):
     atomic_torch_save({"a": torch.zeros(2)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(2))
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_train_clis_parse_tuples_and_keep_their_own_defaults():
+    import pytest
+
+    from parapolicy import train, train_image
+
+    cfg = train.parse_args(["--down-dims", "8", "16", "--horizon", "6", "--no-wandb"])
+    assert cfg.down_dims == (8, 16) and cfg.horizon == 6 and cfg.out == "runs/pusht" and cfg.batch_size == 256
+    img = train_image.parse_args(["--blocks", "2", "2", "2", "2"])
+    assert img.blocks == (2, 2, 2, 2) and img.down_dims == (64, 128, 256)
+    assert (img.out, img.batch_size, img.max_steps, img.diffusion_step_embed_dim) == ("runs/pusht_image", 32, 20000, 128)
+    for cls in (train.TrainConfig, train_image.ImageTrainConfig):   # the shared checks (RunConfig)
+        with pytest.raises(ValueError, match="horizon"):
+            cls(horizon=6)
+        with pytest.raises(ValueError, match="n_obs_steps"):
+            cls(n_obs_steps=0)

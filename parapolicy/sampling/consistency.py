@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from parapolicy.consistency_math import consistency_from_eps, levels, per_row, sampling_levels
+from parapolicy.consistency_math import consistency_from_eps, levels, sampling_levels
 from parapolicy.sampling.common import Denoiser, call_denoiser, check_inputs, resolve_noise
+from parapolicy.schedule import per_row
 
 
 @dataclass

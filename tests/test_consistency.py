@@ -292,8 +292,8 @@ def _tiny_run(tmp_path, **kw):
 
 
 def test_tiny_end_to_end_resume_load_and_sample(tmp_path):
-    from eval.rollout import chunk_noise, n_sampler_steps, predict_chunk
     from eval.config import validate
+    from eval.rollout import chunk_noise, n_sampler_steps, predict_chunk
     from parapolicy.policy import SamplerConfig, load_policy
 
     teacher_dir, cfg = _tiny_run(tmp_path, time_budget_min=0.0)

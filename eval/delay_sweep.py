@@ -111,7 +111,7 @@ def run(a: argparse.Namespace) -> None:
 
 def aggregate(records: list[dict]) -> dict:
     """episodes -> {"cells": [{mode, delay, n, mean_score {mean, lo, hi}, success, holds, smoothness...}]}"""
-    from eval.metrics import mean_ci
+    from eval.metrics import mean_ci, paired_difference
     from eval.run import smoothness_summary
 
     cells = {}
@@ -125,6 +125,13 @@ def aggregate(records: list[dict]) -> dict:
                      "success": sum(bool(e["success"]) for e in eps) / len(eps),
                      "holds_per_episode": sum(e["held_steps"] for e in eps) / len(eps),
                      "smoothness": smoothness_summary(eps)})
+    by_seed = {k: {e["seed"]: e["max_reward"] for e in eps} for k, eps in cells.items()}
+    for row in rows:  # paired by seed (same noise) against replace at the same delay
+        ref = by_seed.get(("replace", row["delay"]))
+        if ref is not None and row["mode"] != "replace":
+            d = paired_difference(ref, by_seed[(row["mode"], row["delay"])], bounds=(-1.0, 1.0))
+            d.pop("seeds")
+            row["vs_replace"] = d
     return {"cells": rows}
 
 
@@ -132,18 +139,23 @@ def markdown(res: dict, command: str) -> str:
     def f(x, fmt="{:.1f}"):
         return "-" if x is None else fmt.format(x)
 
-    lines = ["| mode | delay (steps) | n | mean_score (95% CI) | success | holds/ep | max jump at switch (px) | "
-             "mean jump: switch / within | mean jerk: switch / within |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def ci(m, fmt="{:.3f}"):
+        return f"{fmt.format(m['mean'])} [{f(m['lo'], fmt)}, {f(m['hi'], fmt)}]"
+
+    lines = ["| mode | delay (steps) | n | mean_score (95% CI) | d vs replace (paired) | success | holds/ep | "
+             "max jump at switch (px) | mean jump: switch / within | mean jerk: switch / within |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["cells"]:
-        m, s = c["mean_score"], c["smoothness"]
-        ci = f"{m['mean']:.3f} [{f(m['lo'], '{:.3f}')}, {f(m['hi'], '{:.3f}')}]"
-        lines.append(f"| {c['mode']} | {c['delay']} | {c['n']} | {ci} | {100 * c['success']:.0f}% | "
+        s = c["smoothness"]
+        d = ci(c["vs_replace"], "{:+.3f}") if c.get("vs_replace") else "-"
+        lines.append(f"| {c['mode']} | {c['delay']} | {c['n']} | {ci(c['mean_score'])} | {d} | "
+                     f"{100 * c['success']:.0f}% | "
                      f"{c['holds_per_episode']:.1f} | {f(s['switch_jump_max'])} | "
                      f"{f(s['switch_jump_mean'])} / {f(s['within_jump_mean'])} | "
                      f"{f(s['switch_jerk_mean'])} / {f(s['within_jerk_mean'])} |")
-    lines += ["", "max jump: the largest |a_k - a_{k-1}| at a chunk switch per episode, averaged over episodes; "
-              "jerk: |a_k - 3a_{k-1} + 3a_{k-2} - a_{k-3}| over 4-tick windows containing a switch / inside one chunk.",
+    lines += ["", "d vs replace: mean per-seed difference of max reward from replace at the same delay (same seeds "
+              "and noise), 95% t-interval. max jump: the largest |a_k - a_{k-1}| at a chunk switch per episode, "
+              "averaged over episodes; jerk: |a_k - 3a_{k-1} + 3a_{k-2} - a_{k-3}| over 4-tick windows containing a switch / inside one chunk.",
               "", f"`{command}`"]
     return "\n".join(lines) + "\n"
 

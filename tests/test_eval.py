@@ -400,6 +400,8 @@ def test_delay_sweep_writes_table_plot_and_resumes(tiny_ckpt, tmp_path):
     assert all(c["n"] == 2 and "switch_jump_max" in c["smoothness"] for c in cells.values())
     # delay 0: nothing executes during inference, so inpaint fixes no prefix and equals replace
     assert cells[("inpaint", 0)]["mean_score"] == cells[("replace", 0)]["mean_score"]
+    assert cells[("inpaint", 0)]["vs_replace"]["mean"] == 0.0 and "vs_replace" not in cells[("replace", 2)]
+    assert "d vs replace" in (tmp_path / "delay_sweep.md").read_text()
     recs = read_jsonl(tmp_path / "episodes.jsonl")
     assert all(r["runner"]["n_chunks"] >= 1 for r in recs)
     assert any(r["runner"]["inpainted_mean"] > 0 for r in recs if r["mode"] == "inpaint" and r["delay"] == 2)

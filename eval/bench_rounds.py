@@ -6,7 +6,8 @@ several Picard variants on one policy, batch 1, the same observation windows and
     python -m eval.bench_rounds --policy PATH --fast fp32 --json runs/bench_rounds.json
 
 A variant is `w<window>` followed by optional `/`-separated options: a guess mode (frontier, window, none),
-`taa` (triangular Anderson; implies guess window), `tol=<x>`, `atol=<x>`. Rounds and NFE do not depend on the
+`taa` (triangular Anderson; implies guess window), `parareal` (the update of eq. 2' in sampling/picard.py),
+`tol=<x>`, `atol=<x>`. Rounds and NFE do not depend on the
 machine; the CPU time (process time, one torch thread) does, so compare it within one run only. The error
 column is the largest difference of the executed actions from sequential DDPM's on the same noise, in env
 units (pixels on Push-T).
@@ -33,6 +34,8 @@ def parse_variant(text: str) -> dict:
             kw["guess"] = p
         elif p == "taa":
             kw["accel"] = "taa"
+        elif p == "parareal":
+            kw["update"] = "parareal"
         elif "=" in p and p.split("=")[0] in ("tol", "atol"):
             k, v = p.split("=")
             kw[k] = float(v)

@@ -332,12 +332,12 @@ class DiffusionPolicy:
                       max_iters=cfg.max_iters, deadline=deadline, clock=clock, known=known)
         if cfg.parallel:
             cost = None
-            akey = (cfg.family, S, init is not None)
+            akey = (cfg.family, S, init is not None, cfg.update)
             if cfg.window == "auto":
                 cost = self.cost_model(init_noise, cond, S, measure=deadline is None, advance_key=akey)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
                                       atol=cfg.atol, guess=cfg.guess, init=init, accel=cfg.accel,
-                                      cost_model=cost, **common)
+                                      update=cfg.update, cost_model=cost, **common)
             self._record_advance(akey, stats)
         elif cfg.name == "consistency":
             from parapolicy.sampling.consistency import sample_consistency

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver", "consistency")
 GUESSES = ("auto", "hybrid", "frontier", "window", "none")
 ACCELS = ("anderson", "taa")
+UPDATES = ("picard", "parareal")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class SamplerConfig:
     """fixed-point acceleration for Picard: None, "anderson" or "taa" (needs guess window or none)"""
     warm_start: bool = False
     """start each chunk's Picard iteration from the previous chunk's trajectory shifted in time (act())"""
+    update: str = "picard"
+    """window update: "picard" (ParaDiGMS's cumulative drift) or "parareal" (opt-in: the correction carried
+    through each step's frozen-x0 gain, fewer rounds, larger distance from sequential; docs/samplers.md)"""
 
     def __post_init__(self):
         if self.name not in SAMPLERS:
@@ -61,6 +65,8 @@ class SamplerConfig:
             raise ValueError(f"time_budget must be seconds >= 0 or None, got {b!r}")
         if self.accel is not None and self.accel not in ACCELS:
             raise ValueError(f"accel must be None or one of {', '.join(ACCELS)}, got {self.accel!r}")
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         if self.accel is not None and self.guess in ("hybrid", "frontier"):
             raise ValueError(f"accel={self.accel!r} needs guess 'window', 'none' or 'auto', got {self.guess!r}")
 

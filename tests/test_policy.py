@@ -89,6 +89,8 @@ def test_sampler_config_rejects_bad_values():
         SamplerConfig(tol=-1)
     with pytest.raises(ValueError, match="max_iters"):
         SamplerConfig(max_iters=0)
+    with pytest.raises(ValueError, match="update must be one of"):
+        SamplerConfig(update="newton")
 
 
 def test_act_queues_a_chunk_and_predicts_once_per_chunk(tiny_policy_dir):
@@ -209,3 +211,19 @@ def test_fast_path_follows_changed_weights(tiny_policy_dir):
     assert (after - before).abs().max() > 1e-2
     torch.testing.assert_close(after, want, rtol=1e-4, atol=1e-3)
     assert p.inference == "fast-fp32"
+
+
+def test_predict_action_passes_the_parareal_update(tiny_policy_dir):
+    from parapolicy.sampling import sample_picard
+
+    p = load_policy(tiny_policy_dir)
+    x_T, z = noise(p)
+    cfg = SamplerConfig("paraddpm", window=5, update="parareal")
+    out = p.predict_action(obs_batch(p), sampler=cfg, init_noise=x_T, step_noise=z)
+    x0, st = sample_picard(p.denoiser, p.scheduler("ddpm"), x_T, noise=z, cond=p.normalized_condition(obs_batch(p)),
+                           window=5, update="parareal")
+    assert out["stats"].guess == "window" and out["stats"].iterations == st.iterations
+    torch.testing.assert_close(out["trajectory"][-1], x0)
+    seq = p.predict_action(obs_batch(p), sampler="ddpm", init_noise=x_T, step_noise=z)
+    exact = p.predict_action(obs_batch(p), sampler=cfg.replace(tol=0.0), init_noise=x_T, step_noise=z)
+    torch.testing.assert_close(exact["action_pred"], seq["action_pred"], atol=1e-3, rtol=1e-5)

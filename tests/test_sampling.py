@@ -427,3 +427,46 @@ def test_rollout_equals_the_step_by_step_recursion():
     got = traj.clone()
     Rollout(tab, "cpu", torch.float32)(got, bs, start, x0, z)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- update="parareal" (eq. 2')
+def test_gain_scan_is_the_recurrence_and_gain_one_is_the_cumsum():
+    from parapolicy.sampling.picard import _gain_scan
+
+    g = torch.Generator().manual_seed(0)
+    step = torch.randn(5, 3, H, D, generator=g, dtype=torch.float64)
+    gain = torch.rand(12, generator=g, dtype=torch.float64)
+    s = torch.tensor([0, 4, 9])
+    out = _gain_scan(step, gain, s)
+    for a in range(3):                                      # carry_j = a_{s+j+1} (step_j + carry_{j-1})
+        prev = torch.zeros(H, D, dtype=torch.float64)
+        for j in range(5):
+            prev = gain[min(int(s[a]) + j + 1, 11)] * (step[j, a] + prev)
+            assert torch.allclose(out[j, a], prev)
+    assert torch.allclose(_gain_scan(step, torch.ones(12, dtype=torch.float64), s), torch.cumsum(step, 0))
+
+
+@pytest.mark.parametrize("fam", ["ddpm", "ddim", "dpm2"])
+def test_parareal_update_is_exact_at_tol0_and_window1(fam):
+    sched, n, den, x_T, cond, noise, ref = gaussian_case(fam)
+    out1, st1 = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=1,
+                              update="parareal")
+    assert torch.equal(out1, ref) and st1.iterations == n
+    for w in (4, 16):
+        out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=w, tol=0,
+                                update="parareal")
+        assert max_err(out, ref) <= 1e-5 and all(st.converged)
+        assert accepted_input_residuals(st) and max(accepted_input_residuals(st)) == 0.0
+
+
+def test_parareal_update_keeps_the_per_step_guarantee_and_changes_the_iteration():
+    sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
+    kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=8, guess="window")
+    out_p, st_p = sample_picard(den, sched, x_T, **kw)
+    out_r, st_r = sample_picard(den, sched, x_T, update="parareal", **kw)
+    res = accepted_input_residuals(st_r)
+    assert all(st_r.converged) and res and max(res) <= 0.1 + 1e-6
+    assert max_err(out_r, ref) < 0.05
+    assert not torch.equal(out_r, out_p)                    # a different update: a different iterate
+    with pytest.raises(ValueError, match="update must be one of"):
+        sample_picard(den, sched, x_T, update="newton", **kw)

@@ -28,11 +28,11 @@ class Rollout:
         if hit is None:
             a, b = frozen_x0_coeffs(sched)
             hit = (transfer_matrix(a).to(device=device, dtype=dtype), b.to(device=device, dtype=dtype),
-                   sched.std.to(device=device, dtype=dtype))
+                   sched.std.to(device=device, dtype=dtype), a.to(device=device, dtype=dtype))
             if len(_ROLL_CACHE) > 16:
                 _ROLL_CACHE.clear()
             _ROLL_CACHE[key] = hit
-        self.W, self.b, self.std = hit
+        self.W, self.b, self.std, self.gain = hit                 # gain: the a_k of the step (S,)
 
     def __call__(self, traj: torch.Tensor, bs: torch.Tensor, start: torch.Tensor, x0_hat: torch.Tensor,
                  z: torch.Tensor | None, known=None) -> None:

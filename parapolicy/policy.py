@@ -332,7 +332,7 @@ class DiffusionPolicy:
                       max_iters=cfg.max_iters, deadline=deadline, clock=clock, known=known)
         if cfg.parallel:
             cost = None
-            akey = (cfg.family, S, init is not None, cfg.update)
+            akey = (cfg.family, S, init is not None) + ((cfg.update,) if cfg.update != "picard" else ())
             if cfg.window == "auto":
                 cost = self.cost_model(init_noise, cond, S, measure=deadline is None, advance_key=akey)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,

@@ -23,7 +23,9 @@ frozen-x0 rollout (dG_j/dx ~ a_j where the data prediction is insensitive to x, 
 
 Both have the sequential trajectory as their fixed point and window=1 / tol=0 as exact limits; (2') takes
 fewer rounds on the shipped policy (12.0 against 14.2 with guess "window") but lands further from the
-sequential sample within the same tolerance (docs/samplers.md). A point is accepted while its change is within the tolerance (ParaDiGMS eq. 6, with a floor):
+sequential sample within the same tolerance (docs/samplers.md).
+
+A point is accepted while its change is within the tolerance (ParaDiGMS eq. 6, with a floor):
 
     RMS(x_{j+1}^new - x_{j+1}^old) <= max(tol * sqrt(v_{j+1}), atol)                           (3)
 
@@ -69,6 +71,7 @@ from functools import partial
 
 import torch
 
+from parapolicy.sampler_config import GUESSES, UPDATES
 from parapolicy.sampling.common import (
     Denoiser,
     call_denoiser,
@@ -84,8 +87,6 @@ from parapolicy.sampling.stats import PicardStats
 from parapolicy.schedule import Schedule, make_schedule, on_device, predict_x0
 
 ACCELS = ("none", "anderson", "taa")
-GUESSES = ("auto", "hybrid", "frontier", "window", "none")
-UPDATES = ("picard", "parareal")
 HYBRID_SWITCH = 0.5  # guess "hybrid": frontier rule while a sample's frontier is in the first half of the steps
 
 

@@ -7,7 +7,7 @@ eval.run pairs the samplers of one run itself (results.md). Entries run apart (a
 pair the same way when they ran the same seeds with the harness's per-(seed, chunk) noise. Each argument is an
 eval.run directory (its episodes.jsonl) or a .jsonl file of episode records (a slim file from `--slim`, which
 keeps sampler, seed, status, max_reward and success: small enough to commit, so later runs can pair with it).
-A label that appears in two inputs is an error (say which one you mean by running them apart)."""
+A label that appears in two inputs is an error: rename one in its slim file (`--slim F --rename ddpm=ddpm_relay`)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def by_label(paths, seeds: range | None = None) -> dict[str, dict[int, dict]]:
             mine.setdefault(str(r["sampler"]), {})[int(r["seed"])] = r
         for label, eps in mine.items():
             if label in out:
-                raise ValueError(f"entry {label!r} is in both {where[label]} and {path}")
+                raise ValueError(f"entry {label!r} is in both {where[label]} and {path}; rename one with "
+                                 f"--slim FILE --rename {label}=NEW")
             out[label], where[label] = eps, str(path)
     return out
 
@@ -85,9 +86,13 @@ def _fmt(ci: dict, signed: bool = False) -> str:
     return f"{f.format(ci['mean'])} [{f.format(ci['lo'])}, {f.format(ci['hi'])}]"
 
 
-def write_slim(path: str | Path, out: str | Path) -> int:
-    """Write the records of `path` keeping SLIM_KEYS only (atomically) -> number of records."""
+def write_slim(path: str | Path, out: str | Path, rename: dict[str, str] | None = None) -> int:
+    """Write the records of `path` keeping SLIM_KEYS only (atomically), entries renamed by `rename`
+    ({old label: new}) -> number of records."""
+    rename = rename or {}
     recs = [{k: r[k] for k in SLIM_KEYS if k in r} for r in read_episodes(path)]
+    for r in recs:
+        r["sampler"] = rename.get(r.get("sampler"), r.get("sampler"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -108,19 +113,32 @@ def parse_seeds(text: str | None) -> range | None:
     return range(a, b)
 
 
+def parse_rename(items: list[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        old, sep, new = it.partition("=")
+        if not sep or not old or not new:
+            raise ValueError(f"--rename must be OLD=NEW, got {it!r}")
+        out[old] = new
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("inputs", nargs="+", help="eval.run directories or .jsonl episode files")
     ap.add_argument("--ref", default="ddpm", help="the entry the others are paired against (default ddpm)")
     ap.add_argument("--seeds", default=None, help="START:STOP, only these seeds (default: all shared)")
     ap.add_argument("--slim", default=None, help="write the single input's slim per-seed file here instead")
+    ap.add_argument("--rename", action="append", default=[], help="with --slim: OLD=NEW entry label (repeatable)")
     a = ap.parse_args(argv)
     try:
         if a.slim is not None:
             if len(a.inputs) != 1:
                 raise ValueError("--slim takes exactly one input")
-            print(f"{write_slim(a.inputs[0], a.slim)} records -> {a.slim}")
+            print(f"{write_slim(a.inputs[0], a.slim, parse_rename(a.rename))} records -> {a.slim}")
             return 0
+        if a.rename:
+            raise ValueError("--rename goes with --slim")
         print(table(by_label(a.inputs, parse_seeds(a.seeds)), a.ref), end="")
     except (ValueError, FileNotFoundError) as e:
         print(f"eval.paired: {e}", file=sys.stderr)

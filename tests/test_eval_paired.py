@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from eval.paired import by_label, main, parse_seeds, table, write_slim
+from eval.paired import by_label, main, parse_rename, parse_seeds, table, write_slim
 
 
 def _write(path, recs):
@@ -35,6 +35,10 @@ def test_slim_keeps_what_pairing_needs_and_pairs_the_same(tmp_path):
     assert n == 5
     rec = json.loads((tmp_path / "slim" / "a.jsonl").read_text().splitlines()[0])
     assert set(rec) == {"sampler", "seed", "status", "max_reward", "success"}
+    # a renamed slim file pairs with the run it came from (same label would collide)
+    assert main([str(tmp_path / "a"), "--slim", str(tmp_path / "b.jsonl"), "--rename", "ddpm=ddpm_b"]) == 0
+    both = by_label([tmp_path / "a", tmp_path / "b.jsonl"])
+    assert sorted(both) == ["ddpm", "ddpm_b"] and both["ddpm_b"][3]["max_reward"] == both["ddpm"][3]["max_reward"]
     assert by_label([tmp_path / "slim" / "a.jsonl"]) == {
         "ddpm": {s: {k: v for k, v in _rec("ddpm", s, 0.1 * s).items() if k != "rewards"} for s in range(5)}}
 
@@ -46,9 +50,12 @@ def test_bad_inputs_are_named(tmp_path, capsys):
         by_label([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ValueError, match="reference entry 'cm2' not found"):
         table(by_label([tmp_path / "a"]), "cm2")
+    with pytest.raises(ValueError, match="OLD=NEW"):
+        parse_rename(["ddpm"])
     with pytest.raises(ValueError, match="START:STOP"):
         parse_seeds("100000")
     (tmp_path / "c.jsonl").write_text('{"sampler": "x"}\nnot json\n')
     assert main([str(tmp_path / "c.jsonl")]) == 2
     assert "c.jsonl:2" in capsys.readouterr().err
     assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path / "a"), "--rename", "ddpm=x"]) == 2      # --rename without --slim

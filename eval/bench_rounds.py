@@ -6,7 +6,8 @@ several Picard variants on one policy, batch 1, the same observation windows and
     python -m eval.bench_rounds --policy PATH --fast fp32 --json runs/bench_rounds.json
 
 A variant is `w<window>` followed by optional `/`-separated options: a guess mode (frontier, window, none),
-`taa` (triangular Anderson; implies guess window), `parareal` (the update of eq. 2' in sampling/picard.py),
+`taa` (triangular Anderson; implies guess window), `parareal` / `secant` (the updates of eq. 2' / 2'' in
+sampling/picard.py), `zero` (start from a zero data prediction),
 `tol=<x>`, `atol=<x>`. Rounds and NFE do not depend on the
 machine; the CPU time (process time, one torch thread) does, so compare it within one run only. The error
 column is the largest difference of the executed actions from sequential DDPM's on the same noise, in env
@@ -34,8 +35,10 @@ def parse_variant(text: str) -> dict:
             kw["guess"] = p
         elif p == "taa":
             kw["accel"] = "taa"
-        elif p == "parareal":
-            kw["update"] = "parareal"
+        elif p in ("parareal", "secant"):
+            kw["update"] = p
+        elif p == "zero":
+            kw["start"] = "zero"
         elif "=" in p and p.split("=")[0] in ("tol", "atol"):
             k, v = p.split("=")
             kw[k] = float(v)
@@ -82,7 +85,7 @@ def run(args) -> dict:
           f"from {where}; batch 1, {args.threads} torch thread(s), {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"sequential DDPM: {S} rounds, CPU ms p50 {statistics.median(seq_ms):.1f}")
-    print("| variant | rounds mean / max | NFE mean | CPU ms p50 | speed-up vs DDPM (CPU) | max action err |")
+    print("| variant | rounds mean / max | NFE mean | CPU ms p50 | speed-up vs DDPM (CPU) | action err p50 / max |")
     print("|---|---|---|---|---|---|")
     out = {"policy": str(args.policy), "inference": policy.inference, "windows": len(wins), "source": where,
            "threads": args.threads, "sequential_cpu_ms_p50": statistics.median(seq_ms), "variants": {}}
@@ -90,9 +93,12 @@ def run(args) -> dict:
         r = rows[v]
         med = statistics.median(r["cpu_ms"])
         out["variants"][v] = {"rounds_mean": statistics.mean(r["rounds"]), "rounds_max": max(r["rounds"]),
-                              "nfe_mean": statistics.mean(r["nfe"]), "cpu_ms_p50": med, "max_err": max(r["err"])}
+                              "nfe_mean": statistics.mean(r["nfe"]), "cpu_ms_p50": med, "max_err": max(r["err"]),
+                              "err_p50": statistics.median(r["err"]), "err_per_window": r["err"],
+                              "rounds_per_window": r["rounds"]}
         print(f"| {v} | {statistics.mean(r['rounds']):.1f} / {max(r['rounds'])} | {statistics.mean(r['nfe']):.1f} "
-              f"| {med:.1f} | {statistics.median(seq_ms) / med:.2f}x | {max(r['err']):.3f} |")
+              f"| {med:.1f} | {statistics.median(seq_ms) / med:.2f}x | {statistics.median(r['err']):.3f} / "
+              f"{max(r['err']):.3f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

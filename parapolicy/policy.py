@@ -332,12 +332,14 @@ class DiffusionPolicy:
                       max_iters=cfg.max_iters, deadline=deadline, clock=clock, known=known)
         if cfg.parallel:
             cost = None
-            akey = (cfg.family, S, init is not None) + ((cfg.update,) if cfg.update != "picard" else ())
+            akey = (cfg.family, S, init is not None) + ((cfg.update,) if cfg.update != "picard" else ()) + (
+                (cfg.start,) if cfg.start != "predict" else ())
             if cfg.window == "auto":
                 cost = self.cost_model(init_noise, cond, S, measure=deadline is None, advance_key=akey)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
                                       atol=cfg.atol, guess=cfg.guess, init=init, accel=cfg.accel,
-                                      update=cfg.update, cost_model=cost, **common)
+                                      update=cfg.update, start=cfg.start if init is None else "predict",
+                                      cost_model=cost, **common)
             self._record_advance(akey, stats)
         elif cfg.name == "consistency":
             from parapolicy.sampling.consistency import sample_consistency

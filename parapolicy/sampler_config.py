@@ -10,7 +10,8 @@ from dataclasses import dataclass
 SAMPLERS = ("ddpm", "paraddpm", "ddim", "paraddim", "dpmsolver", "paradpmsolver", "consistency")
 GUESSES = ("auto", "hybrid", "frontier", "window", "none")
 ACCELS = ("anderson", "taa")
-UPDATES = ("picard", "parareal")
+UPDATES = ("picard", "parareal", "secant")
+STARTS = ("predict", "zero")
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,13 @@ class SamplerConfig:
     warm_start: bool = False
     """start each chunk's Picard iteration from the previous chunk's trajectory shifted in time (act())"""
     update: str = "picard"
-    """window update: "picard" (ParaDiGMS's cumulative drift) or "parareal" (opt-in: the correction carried
-    through each step's frozen-x0 gain, fewer rounds, larger distance from sequential; docs/samplers.md)"""
+    """window update: "picard" (ParaDiGMS's cumulative drift), "parareal" (opt-in: the correction carried
+    through each step's frozen-x0 gain) or "secant" (opt-in: parareal plus a per-step secant correction);
+    fewer rounds, larger distance from sequential within the same tolerance; docs/samplers.md"""
+    start: str = "predict"
+    """Picard's first guess without a warm start: "predict" (first round = x_T alone, then the rollout from
+    its data prediction) or "zero" (opt-in: the rollout from a zero data prediction, first round a full
+    window); with warm_start it applies to an episode's first chunk; docs/samplers.md"""
 
     def __post_init__(self):
         if self.name not in SAMPLERS:
@@ -67,6 +73,10 @@ class SamplerConfig:
             raise ValueError(f"accel must be None or one of {', '.join(ACCELS)}, got {self.accel!r}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        if self.start != "predict" and self.guess == "none":
+            raise ValueError(f"start={self.start!r} sets a first guess, which guess 'none' never uses")
         if self.accel is not None and self.guess in ("hybrid", "frontier"):
             raise ValueError(f"accel={self.accel!r} needs guess 'window', 'none' or 'auto', got {self.guess!r}")
 

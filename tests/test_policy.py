@@ -91,6 +91,10 @@ def test_sampler_config_rejects_bad_values():
         SamplerConfig(max_iters=0)
     with pytest.raises(ValueError, match="update must be one of"):
         SamplerConfig(update="newton")
+    with pytest.raises(ValueError, match="start must be one of"):
+        SamplerConfig(start="x_T")
+    with pytest.raises(ValueError, match="guess 'none' never uses"):
+        SamplerConfig(start="zero", guess="none")
 
 
 def test_act_queues_a_chunk_and_predicts_once_per_chunk(tiny_policy_dir):
@@ -213,16 +217,18 @@ def test_fast_path_follows_changed_weights(tiny_policy_dir):
     assert p.inference == "fast-fp32"
 
 
-def test_predict_action_passes_the_parareal_update(tiny_policy_dir):
+@pytest.mark.parametrize("update,start", [("parareal", "predict"), ("secant", "zero")])
+def test_predict_action_passes_the_parareal_update(tiny_policy_dir, update, start):
     from parapolicy.sampling import sample_picard
 
     p = load_policy(tiny_policy_dir)
     x_T, z = noise(p)
-    cfg = SamplerConfig("paraddpm", window=5, update="parareal")
+    cfg = SamplerConfig("paraddpm", window=5, update=update, start=start)
     out = p.predict_action(obs_batch(p), sampler=cfg, init_noise=x_T, step_noise=z)
     x0, st = sample_picard(p.denoiser, p.scheduler("ddpm"), x_T, noise=z, cond=p.normalized_condition(obs_batch(p)),
-                           window=5, update="parareal")
+                           window=5, update=update, start=start)
     assert out["stats"].guess == "window" and out["stats"].iterations == st.iterations
+    assert out["stats"].windows[0][0][2] - out["stats"].windows[0][0][1] == (5 if start == "zero" else 1)
     torch.testing.assert_close(out["trajectory"][-1], x0)
     seq = p.predict_action(obs_batch(p), sampler="ddpm", init_noise=x_T, step_noise=z)
     exact = p.predict_action(obs_batch(p), sampler=cfg.replace(tol=0.0), init_noise=x_T, step_noise=z)

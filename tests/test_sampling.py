@@ -446,15 +446,17 @@ def test_gain_scan_is_the_recurrence_and_gain_one_is_the_cumsum():
     assert torch.allclose(_gain_scan(step, torch.ones(12, dtype=torch.float64), s), torch.cumsum(step, 0))
 
 
+@pytest.mark.parametrize("update,start", [("parareal", "predict"), ("secant", "predict"), ("secant", "zero"),
+                                          ("picard", "zero")])
 @pytest.mark.parametrize("fam", ["ddpm", "ddim", "dpm2"])
-def test_parareal_update_is_exact_at_tol0_and_window1(fam):
+def test_parareal_update_is_exact_at_tol0_and_window1(fam, update, start):
     sched, n, den, x_T, cond, noise, ref = gaussian_case(fam)
     out1, st1 = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=1,
-                              update="parareal")
+                              update=update, start=start)
     assert torch.equal(out1, ref) and st1.iterations == n
     for w in (4, 16):
         out, st = sample_picard(den, sched, x_T, noise=noise, cond=cond, num_inference_steps=n, window=w, tol=0,
-                                update="parareal")
+                                update=update, start=start)
         assert max_err(out, ref) <= 1e-5 and all(st.converged)
         assert accepted_input_residuals(st) and max(accepted_input_residuals(st)) == 0.0
 
@@ -470,3 +472,50 @@ def test_parareal_update_keeps_the_per_step_guarantee_and_changes_the_iteration(
     assert not torch.equal(out_r, out_p)                    # a different update: a different iterate
     with pytest.raises(ValueError, match="update must be one of"):
         sample_picard(den, sched, x_T, update="newton", **kw)
+
+
+# ---------------------------------------------------------------- update="secant" (eq. 2'') and start="zero"
+def test_gain_scan_with_a_rank_one_correction_is_its_recurrence():
+    from parapolicy.sampling.picard import _gain_scan
+
+    g = torch.Generator().manual_seed(1)
+    step = torch.randn(5, 3, H, D, generator=g, dtype=torch.float64)
+    U, W = (torch.randn(5, 3, H, D, generator=g, dtype=torch.float64) for _ in range(2))
+    gain = torch.rand(12, generator=g, dtype=torch.float64)
+    s = torch.tensor([0, 4, 9])
+    out = _gain_scan(step, gain, s, U, W)
+    for a in range(3):          # carry_j = a_{s+j+1} d + U_{j+1} <W_{j+1}, d>, d = step_j + carry_{j-1}
+        prev = torch.zeros(H, D, dtype=torch.float64)
+        for j in range(4):
+            d = step[j, a] + prev
+            prev = gain[min(int(s[a]) + j + 1, 11)] * d + U[j + 1, a] * (W[j + 1, a] * d).sum()
+            assert torch.allclose(out[j, a], prev)
+    assert torch.allclose(_gain_scan(step, gain, s, torch.zeros_like(U), W), _gain_scan(step, gain, s))
+
+
+def test_secant_update_keeps_the_guarantee_and_takes_fewer_rounds_than_parareal():
+    sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
+    kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=32, guess="window")
+    out_r, st_r = sample_picard(den, sched, x_T, update="parareal", **kw)
+    out_s, st_s = sample_picard(den, sched, x_T, update="secant", **kw)     # 9 rounds against 10 here
+    res = accepted_input_residuals(st_s)
+    assert all(st_s.converged) and res and max(res) <= 0.1 + 1e-6
+    assert max_err(out_s, ref) < 0.05
+    assert st_s.iterations < st_r.iterations, (st_s.iterations, st_r.iterations)
+
+
+def test_zero_start_evaluates_a_full_first_window_and_keeps_the_guarantee():
+    sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
+    kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=16)
+    _, st_p = sample_picard(den, sched, x_T, **kw)
+    out, st = sample_picard(den, sched, x_T, start="zero", **kw)
+    assert [e - b for _, b, e in st_p.windows[0]] == [1, 1, 1]    # predict: x_T alone first
+    assert [e - b for _, b, e in st.windows[0]] == [16] * 3     # zero: a full window from the zero rollout
+    res = accepted_input_residuals(st)
+    assert all(st.converged) and res and max(res) <= 0.1 + 1e-6 and max_err(out, ref) < 0.05
+    with pytest.raises(ValueError, match="start must be one of"):
+        sample_picard(den, sched, x_T, start="x_T", **kw)
+    with pytest.raises(ValueError, match="start='zero' sets the first guess"):
+        sample_picard(den, sched, x_T, start="zero", init=st.trajectory, **kw)
+    with pytest.raises(ValueError, match="start='zero' sets the first guess"):
+        sample_picard(den, sched, x_T, start="zero", guess="none", **kw)

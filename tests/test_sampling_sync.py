@@ -43,7 +43,7 @@ def counted(den, counter):
 
 
 @pytest.mark.parametrize("guess,update", [("hybrid", "picard"), ("window", "picard"), ("frontier", "picard"),
-                                          ("none", "picard"), ("window", "parareal")])
+                                          ("none", "picard"), ("window", "parareal"), ("window", "secant")])
 @pytest.mark.parametrize("family", ["ddpm", "ddim"])
 def test_at_most_one_host_sync_per_round(family, guess, update):
     sched = (DDPMScheduler if family == "ddpm" else DDIMScheduler)(

@@ -71,7 +71,7 @@ from functools import partial
 
 import torch
 
-from parapolicy.sampler_config import GUESSES, UPDATES
+from parapolicy.sampler_config import GUESSES, STARTS, UPDATES
 from parapolicy.sampling.common import (
     Denoiser,
     call_denoiser,
@@ -98,7 +98,7 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                   accel_memory: int = 3, guess: str = "auto", atol: float = 0.0,
                   clock: Callable[[], float] = time.monotonic,
                   known: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  update: str = "picard") -> tuple[torch.Tensor, PicardStats]:
+                  update: str = "picard", start: str = "predict") -> tuple[torch.Tensor, PicardStats]:
     """Parallel-in-time sampling by Picard iteration over a sliding window of `window` steps.
 
     x_T: (B, H, D); noise: (S, B, H, D) or None (drawn from `generator`, the same draw as
@@ -112,7 +112,10 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     the unaccepted iterate, so it needs guess "window" or "none"); known: (mask (B, H, D) bool, value
     (B, H, D)) normalised: inpaint the masked entries (`inpaint.py`: the projection is part of every G_k, of
     x_0, of `init` and of the rollout guesses; at tol 0 the same chunk as `sample_sequential(known=...)`);
-    update: "picard" (eq. 2) or "parareal" (eq. 2'; guess "auto" is then "window").
+    update: "picard" (eq. 2), "parareal" (eq. 2') or "secant" (eq. 2''); guess "auto" is then "window");
+    start (without `init`): "predict" (the first round evaluates x_T alone; the first guess is the rollout (4)
+    from its data prediction) or "zero" (the first guess is the rollout with x0_hat = 0, the centre of the
+    normalised data, and the first round is a full window: one round fewer where the noisy steps accept it).
 
     Returns (x_0 (B, H, D), PicardStats); x_0 = stats.trajectory[S]. After a cap see "Anytime result" in the
     module docstring: `stats.capped`, `stats.iterations` (rounds run, >= 1) and `stats.converged_steps`
@@ -129,6 +132,11 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     if update not in UPDATES:
         raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
     guess = _resolve_guess(guess, init is not None, acc_name, update)
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    if start != "predict" and (init is not None or guess == "none"):
+        raise ValueError(f"start={start!r} sets the first guess, which init / guess='none' replace: "
+                         "use start='predict' with them")
     predicted = None
     if p == "auto":
         from parapolicy.sampling.cost import choose_window
@@ -143,15 +151,18 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
         kn = Known(sched, x_T, known)
         traj = kn.traj(traj)
     roll = partial(Rollout(sched, dev, dt), known=kn)
+    if start == "zero":
+        every = torch.arange(B, device=dev)
+        roll(traj, every, torch.zeros(B, dtype=torch.long, device=dev), torch.zeros_like(x_T), z)
     solve = _Solve(sched, traj, z, cond, tol, atol, dev, kn,
-                   gain=roll.func.gain if update == "parareal" else None)
+                   gain=roll.func.gain if update in ("parareal", "secant") else None, secant=update == "secant")
     mixer = None
     if acc_name != "none":
         from parapolicy.sampling.accel import AndersonMixer
 
         mixer = AndersonMixer(S, B, (H, D), memory=accel_memory, triangular=acc_name == "taa", device=dev,
                               dtype=dt)
-    first_alone = init is None and guess != "none"
+    first_alone = init is None and guess != "none" and start == "predict"
     capped = False
     with torch.no_grad():
         while True:
@@ -188,7 +199,7 @@ def _resolve_guess(guess: str, has_init: bool, accel: str, update: str = "picard
     if guess not in GUESSES:
         raise ValueError(f"guess must be one of {GUESSES}, got {guess!r}")
     if guess == "auto":
-        return "none" if has_init else ("window" if accel != "none" or update == "parareal" else "hybrid")
+        return "none" if has_init else ("window" if accel != "none" or update != "picard" else "hybrid")
     if guess in ("frontier", "hybrid") and accel != "none":
         raise ValueError(f"accel={accel!r} changes only the unaccepted iterate, which guess={guess!r} "
                          "overwrites: use guess='window' or 'none' with it")
@@ -200,7 +211,7 @@ class _Solve:
     predictions, and the bookkeeping that becomes `PicardStats`. Internal to `sample_picard`."""
 
     def __init__(self, sched: Schedule, traj: torch.Tensor, z, cond, tol: float, atol: float, dev, known=None,
-                 gain: torch.Tensor | None = None):
+                 gain: torch.Tensor | None = None, secant: bool = False):
         S1, B, H, D = traj.shape
         self.sched, self.traj, self.z, self.cond, self.dev = sched, traj, z, cond, dev
         self.known = known                                        # inpainting projection (inpaint.py) or None
@@ -217,6 +228,9 @@ class _Solve:
         self.windows: list = []
         self._resid: list = []
         self.active_t = None
+        # update "secant": each step's last evaluation (input, output), for the rank-1 correction of eq. (2'')
+        self.prev = (torch.zeros_like(traj[1:]), torch.zeros_like(traj[1:]),
+                     torch.zeros(S1 - 1, B, dtype=torch.bool, device=dev)) if secant else None
 
     def round(self, denoiser, active: list[int], begin: list[int], n: list[int], mixer) -> torch.Tensor:
         """One Picard round over the windows [begin_b, begin_b + n_b) of the active samples; advances
@@ -251,7 +265,14 @@ class _Solve:
         G = torch.zeros_like(old)
         G[si, sj] = g_rows
         step = torch.where(valid[..., None, None], G - old, torch.zeros_like(G))
-        carry = torch.cumsum(step, 0) if self.gain is None else _gain_scan(step, self.gain, s)
+        if self.gain is None:
+            carry = torch.cumsum(step, 0)
+        elif self.prev is None:
+            carry = _gain_scan(step, self.gain, s)
+        else:
+            U, W = torch.zeros_like(old), torch.zeros_like(old)
+            U[si, sj], W[si, sj] = self._secant_rows(k_rows, b_rows, x_rows, g_rows)
+            carry = _gain_scan(step, self.gain, s, U, W)
         new = G.clone()
         new[1:] += carry[:-1]
 
@@ -282,6 +303,20 @@ class _Solve:
         self._resid.append((n, (msq / self.var[nxt]).sqrt().float()))
         return frontier
 
+    def _secant_rows(self, k_rows, b_rows, x_rows, g_rows):
+        """(u, w) per evaluated row for eq. (2''): J_k v ~ a_k v + u <w, v>, the Broyden rank-1 update of the
+        frozen-x0 gain that is exact along this step's last input change: u = dG - a_k dx, w = dx / |dx|^2
+        (zero where the step has no earlier evaluation or its input did not move). Stores this evaluation."""
+        px, pg, has = self.prev
+        dx, dg = x_rows - px[k_rows, b_rows], g_rows - pg[k_rows, b_rows]
+        n2 = dx.flatten(1).pow(2).sum(-1)
+        ok = has[k_rows, b_rows] & (n2 > 1e-12 * self.HD)
+        a = self.gain[k_rows][:, None, None]
+        u = torch.where(ok[:, None, None], dg - a * dx, torch.zeros_like(dx))
+        w = torch.where(ok[:, None, None], dx / n2.clamp(min=1e-30)[:, None, None], torch.zeros_like(dx))
+        px[k_rows, b_rows], pg[k_rows, b_rows], has[k_rows, b_rows] = x_rows, g_rows, True
+        return u, w
+
     def stats(self, capped: bool, window: int, accel: str, predicted, guess: str, atol: float) -> PicardStats:
         steps = self.begin.tolist()
         flat = torch.cat([r.flatten() for _, r in self._resid]).cpu() if self._resid else None  # one transfer
@@ -297,7 +332,8 @@ class _Solve:
                            num_steps=self.S, accel=accel, predicted_latency_s=predicted, guess=guess, atol=atol)
 
 
-def _gain_scan(step: torch.Tensor, gain: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def _gain_scan(step: torch.Tensor, gain: torch.Tensor, s: torch.Tensor, U: torch.Tensor | None = None,
+               W: torch.Tensor | None = None) -> torch.Tensor:
     """carry_j = a_{s+j+1} (step_j + carry_{j-1}), carry_{-1} = 0: the carried change of eq. (2'), so that
     x_{j+1}^new = G_j + carry_{j-1} = G_j + a_{s+j} D_j with D_{j+1} = step_j + a_{s+j} D_j. step: (pw, A, H, D)
     (G_j - x_{j+1}^old per window slot); gain: (S,) on the device; s: (A,) window starts. A scan over the
@@ -305,7 +341,11 @@ def _gain_scan(step: torch.Tensor, gain: torch.Tensor, s: torch.Tensor) -> torch
     S = gain.shape[0]
     out = torch.empty_like(step)
     prev = torch.zeros_like(step[0])
-    for j in range(step.shape[0]):
-        prev = gain[(s + j + 1).clamp(max=S - 1)][:, None, None] * (step[j] + prev)
+    pw = step.shape[0]
+    for j in range(pw):
+        d = step[j] + prev                                        # D_{s+j+1}
+        prev = gain[(s + j + 1).clamp(max=S - 1)][:, None, None] * d
+        if U is not None and j + 1 < pw:                          # eq. (2''): the secant correction of step s+j+1
+            prev = prev + U[j + 1] * (W[j + 1] * d).sum((-2, -1), keepdim=True)
         out[j] = prev
     return out

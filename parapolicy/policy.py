@@ -130,7 +130,7 @@ class DiffusionPolicy:
         self._denoise_fn = None
         self.inference = "eager"  # which UNet path `denoiser` calls: eager, fast-fp32, fast-bf16, custom
         self._fast_mode, self._fast_stamp = None, None  # set_fast's path and the weights it was built from
-        self._advance: dict = {}  # (family, steps, warm) -> {window: mean steps accepted per round}, measured
+        self._advance: dict = {}  # advance_key(...) -> {window: mean steps accepted per round}, measured
         self.reset()
 
     # ----------------------------------------------------------------------------------------- building
@@ -332,8 +332,7 @@ class DiffusionPolicy:
                       max_iters=cfg.max_iters, deadline=deadline, clock=clock, known=known)
         if cfg.parallel:
             cost = None
-            akey = (cfg.family, S, init is not None) + ((cfg.update,) if cfg.update != "picard" else ()) + (
-                (cfg.start,) if cfg.start != "predict" else ())
+            akey = advance_key(cfg, S, init is not None)
             if cfg.window == "auto":
                 cost = self.cost_model(init_noise, cond, S, measure=deadline is None, advance_key=akey)
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
@@ -441,6 +440,17 @@ class DiffusionPolicy:
             self.last_output = out
             self._queue.extend(out["action"][0])
         return self._queue.popleft()
+
+
+_ADVANCE_FIELDS = ("update", "start", "tol", "atol", "guess", "accel")
+
+
+def advance_key(cfg, num_steps: int, warm: bool) -> tuple:
+    """The key of the measured advance per round: (family, steps, warm), then (field, value) for each knob
+    that changes how far a round gets (update, start, tol, atol, guess, accel) where it is not the default."""
+    default = SamplerConfig(name=cfg.name)
+    return (cfg.family, num_steps, warm) + tuple((f, getattr(cfg, f)) for f in _ADVANCE_FIELDS
+                                                 if getattr(cfg, f) != getattr(default, f))
 
 
 def _sync(device) -> None:

@@ -162,3 +162,9 @@ def test_policy_records_the_advance_of_its_own_solves(tiny_policy_dir):
     assert p._advance[("ddpm", 20, False)][4] == pytest.approx(20 / st.iterations)
     cm = p.cost_model(torch.zeros(1, p.horizon, 2), torch.zeros(1, 40), 20, advance_key=("ddpm", 20, False))
     assert cm.adv(4) == pytest.approx(20 / st.iterations)
+    # a start / update / tol that changes how far rounds get is measured apart from the default's
+    fast = SamplerConfig("paraddpm", window=4, update="secant", start="zero", tol=0.03)
+    st2 = p.predict_action(obs, sampler=fast, generator=torch.Generator().manual_seed(0))["stats"]
+    key = ("ddpm", 20, False, ("update", "secant"), ("start", "zero"), ("tol", 0.03))
+    assert p._advance[key][4] == pytest.approx(20 / st2.iterations)
+    assert p._advance[("ddpm", 20, False)][4] == pytest.approx(20 / st.iterations)

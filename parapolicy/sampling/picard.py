@@ -21,9 +21,15 @@ frozen-x0 rollout (dG_j/dx ~ a_j where the data prediction is insensitive to x, 
 
     x_{j+1}^new = G_j(x_j^old) + a_j D_j                                                    (2')
 
-Both have the sequential trajectory as their fixed point and window=1 / tol=0 as exact limits; (2') takes
-fewer rounds on the shipped policy (12.0 against 14.2 with guess "window") but lands further from the
-sequential sample within the same tolerance (docs/samplers.md).
+`update="secant"` (opt-in) corrects that gain along the step's last input change: a step evaluated before,
+at x_k^prev, has the secant dG_k = G_k(x_k^old) - G_k(x_k^prev), dx_k = x_k^old - x_k^prev, and the rank-1
+(Broyden) update of a_k that is exact along dx_k carries
+
+    x_{j+1}^new = G_j(x_j^old) + a_j D_j + (dG_j - a_j dx_j) <dx_j, D_j> / |dx_j|^2                 (2'')
+
+(no extra denoiser calls; a step evaluated once keeps a_j). All three have the sequential trajectory as their
+fixed point and window=1 / tol=0 as exact limits; (2') and (2'') take fewer rounds on the shipped policy but
+land further from the sequential sample within the same tolerance (docs/samplers.md).
 
 A point is accepted while its change is within the tolerance (ParaDiGMS eq. 6, with a floor):
 

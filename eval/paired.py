@@ -63,24 +63,29 @@ def by_label(paths, seeds: range | None = None) -> dict[str, dict[int, dict]]:
 
 
 def table(entries: dict[str, dict[int, dict]], ref: str) -> str:
-    """Markdown: per entry the seeds it shares with `ref`, its mean_score on them and the paired difference."""
+    """Markdown: per entry the seeds it shares with `ref`, its mean_score and success on them and the paired
+    differences (max reward; success in percentage points)."""
     if ref not in entries:
         raise ValueError(f"reference entry {ref!r} not found; entries: {sorted(entries)}")
     base = {s: r["max_reward"] for s, r in entries[ref].items()}
-    lines = [f"| entry | seeds | mean_score [95% CI] | paired d vs {ref} [95% CI] |", "|---|---|---|---|"]
+    base_ok = {s: 100.0 * bool(r.get("success")) for s, r in entries[ref].items()}
+    lines = [f"| entry | seeds | mean_score [95% CI] | success % | paired d vs {ref} [95% CI] | d success (points) |",
+             "|---|---|---|---|---|---|"]
     for label, eps in entries.items():
         vals = {s: r["max_reward"] for s, r in eps.items()}
-        d = paired_difference(base, vals)
+        ok = {s: 100.0 * bool(r.get("success")) for s, r in eps.items()}
+        d, d_ok = paired_difference(base, vals), paired_difference(base_ok, ok)
         score = mean_ci([vals[s] for s in d["seeds"]], bounds=(0.0, 1.0))
-        cell = "-" if label == ref else _fmt(d, signed=True)
-        lines.append(f"| {label} | {d['n']} | {_fmt(score)} | {cell} |")
+        rate = sum(ok[s] for s in d["seeds"]) / max(len(d["seeds"]), 1)
+        cells = ("-", "-") if label == ref else (_fmt(d, signed=True), _fmt(d_ok, signed=True, digits=1))
+        lines.append(f"| {label} | {d['n']} | {_fmt(score)} | {rate:.1f} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
-def _fmt(ci: dict, signed: bool = False) -> str:
+def _fmt(ci: dict, signed: bool = False, digits: int = 3) -> str:
     if ci["mean"] is None:
         return "n/a"
-    f = "{:+.3f}" if signed else "{:.3f}"
+    f = ("{:+." if signed else "{:.") + f"{digits}f}}"
     if ci["lo"] is None:
         return f.format(ci["mean"])
     return f"{f.format(ci['mean'])} [{f.format(ci['lo'])}, {f.format(ci['hi'])}]"

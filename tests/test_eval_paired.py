@@ -25,6 +25,12 @@ def test_pairs_by_seed_across_runs_and_only_shared_ok_seeds(tmp_path):
     md = table(e, "ddpm")
     row = [ln for ln in md.splitlines() if ln.startswith("| cm2 ")][0]
     assert "| 8 |" in row and "+0.200" in row
+    # success is paired too, in percentage points: b succeeds on 2 of the 4 shared seeds, a on none
+    _write(tmp_path / "c", [_rec("ddpm", s, 0.5) for s in range(4)])
+    _write(tmp_path / "d", [_rec("cm3", s, 1.0 if s < 2 else 0.5) for s in range(4)])
+    row = [ln for ln in table(by_label([tmp_path / "c", tmp_path / "d"]), "ddpm").splitlines()
+           if ln.startswith("| cm3 ")][0]
+    assert "| 50.0 |" in row and "| +50.0 [" in row
     restricted = by_label([tmp_path / "a", tmp_path / "b"], parse_seeds("0:4"))
     assert sorted(restricted["ddpm"]) == [0, 1, 2, 3]
 

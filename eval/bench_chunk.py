@@ -4,6 +4,7 @@
     python -m eval.bench_chunk --obs 16 --repeats 3 --json runs/bench_chunk.json
     python -m eval.bench_chunk --policy runs/distill/round3/policy --samplers ddim,paraddim
     python -m eval.bench_chunk --policy runs/pusht_image/policy --paths fp32      # an image policy
+    python -m eval.bench_chunk --paths fp32 --samplers 'ddpm,paraddpm,paraddpm:w48/secant/zero/tol=0.03'
 
 What one measurement is: `policy.predict_action(obs, sampler)` for one robot (batch 1), i.e. normalising the
 observation window, the whole reverse process (100 DDPM steps, or Picard rounds) and unnormalising the
@@ -102,6 +103,14 @@ def build_paths(policy, names) -> dict:
     return out
 
 
+def sampler_spec(text: str, config_cls):
+    """"paraddpm" or "paraddpm:w48/secant/zero/tol=0.03" (a bench_rounds variant: window and options)."""
+    from eval.bench_rounds import parse_variant
+
+    name, _, variant = text.partition(":")
+    return config_cls(name=name, **(parse_variant(variant) if variant else {}))
+
+
 def run(args) -> dict:
     from parapolicy.fast import has_fast_bf16
     from parapolicy.policy import SamplerConfig, load_policy
@@ -110,7 +119,7 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, fast="eager")
     paths = build_paths(policy, args.paths)
-    samplers = {name: SamplerConfig(name=name) for name in args.samplers}
+    samplers = {spec: sampler_spec(spec, SamplerConfig) for spec in args.samplers}
     wins, source = observation_windows(policy, args.obs)
     steps = len(policy.scheduler(samplers[args.samplers[0]].family).timesteps)
     g = torch.Generator().manual_seed(args.seed)
@@ -186,7 +195,8 @@ def parse_args(argv=None):
     p.add_argument("--policy", default="pusht_keypoints", help="built-in name or checkpoint path")
     p.add_argument("--paths", default="eager,fp32,bf16", help="comma list of: " + ", ".join(PATHS))
     p.add_argument("--samplers", default="ddpm,paraddpm",
-                   help="comma list of sampler names; the first, on the first path, is the reference")
+                   help="comma list of sampler names, or name:variant as in eval.bench_rounds "
+                        "(paraddpm:w48/secant/zero/tol=0.03); the first, on the first path, is the reference")
     p.add_argument("--obs", type=int, default=8, help="observation windows")
     p.add_argument("--repeats", type=int, default=2, help="passes over the windows")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
@@ -200,9 +210,16 @@ def parse_args(argv=None):
         p.error(f"unknown UNet path(s) {bad}; choose from {list(PATHS)}")
     from parapolicy.policy import SAMPLERS
 
-    bad = [x for x in args.samplers if x not in SAMPLERS]
+    bad = [x for x in args.samplers if x.partition(":")[0] not in SAMPLERS]
     if bad:
         p.error(f"unknown sampler(s) {bad}; choose from {list(SAMPLERS)}")
+    from parapolicy.policy import SamplerConfig
+
+    for spec in args.samplers:
+        try:
+            sampler_spec(spec, SamplerConfig)
+        except ValueError as e:
+            p.error(f"sampler {spec!r}: {e}")
     if args.obs < 1 or args.repeats < 1:
         p.error("--obs and --repeats must be >= 1")
     return args

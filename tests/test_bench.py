@@ -9,11 +9,14 @@ def test_bench_chunk_times_every_path_and_sampler_on_the_same_noise(tiny_policy_
     from eval import bench_chunk
 
     out = tmp_path / "chunk.json"
-    bench_chunk.main(["--policy", str(tiny_policy_dir), "--paths", "eager,fp32", "--samplers", "ddpm,paraddpm",
+    sec = "paraddpm:w8/secant/zero/tol=0.03"
+    bench_chunk.main(["--policy", str(tiny_policy_dir), "--paths", "eager,fp32", "--samplers", "ddpm,paraddpm," + sec,
                       "--obs", "2", "--repeats", "1", "--json", str(out)])
     res = json.loads(out.read_text())
     rows = {(r["path"], r["sampler"]): r for r in res["rows"]}
-    assert list(rows) == [("eager", "ddpm"), ("eager", "paraddpm"), ("fp32", "ddpm"), ("fp32", "paraddpm")]
+    assert list(rows) == [("eager", "ddpm"), ("eager", "paraddpm"), ("eager", sec), ("fp32", "ddpm"),
+                          ("fp32", "paraddpm"), ("fp32", sec)]
+    assert rows[("eager", sec)]["nfe"] != rows[("eager", "paraddpm")]["nfe"]   # the variant really ran
     assert rows[("eager", "ddpm")]["speedup"] == 1.0 and rows[("eager", "ddpm")]["max_action_diff_px"] == 0.0
     assert rows[("eager", "ddpm")]["rounds"] == rows[("eager", "ddpm")]["nfe"] == 20  # tiny policy: 20 steps
     assert rows[("fp32", "ddpm")]["max_action_diff_px"] < 0.05       # fast float32 ~ eager
@@ -29,6 +32,8 @@ def test_bench_chunk_rejects_unknown_names():
         bench_chunk.parse_args(["--paths", "eager,turbo"])
     with pytest.raises(SystemExit):
         bench_chunk.parse_args(["--samplers", "ddpm,fastest"])
+    with pytest.raises(SystemExit):
+        bench_chunk.parse_args(["--samplers", "ddpm,paraddpm:w8/newton"])
 
 
 def test_lerobot_unet_config_is_lerobots_pusht_size():

@@ -105,7 +105,7 @@ def build_paths(policy, names) -> dict:
 
 def sampler_spec(text: str, config_cls):
     """"paraddpm" or "paraddpm:w48/secant/zero/tol=0.03" (a bench_rounds variant: window and options)."""
-    from eval.bench_rounds import parse_variant
+    from eval.variants import parse_variant
 
     name, _, variant = text.partition(":")
     return config_cls(name=name, **(parse_variant(variant) if variant else {}))

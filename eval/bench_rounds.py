@@ -24,27 +24,7 @@ import time
 
 import torch
 
-
-def parse_variant(text: str) -> dict:
-    parts = text.split("/")
-    if not parts[0].startswith("w"):
-        raise ValueError(f"variant {text!r} must start with w<window>, e.g. w16")
-    kw: dict = {"window": int(parts[0][1:])}
-    for p in parts[1:]:
-        if p in ("frontier", "window", "none", "hybrid"):
-            kw["guess"] = p
-        elif p == "taa":
-            kw["accel"] = "taa"
-        elif p in ("parareal", "secant"):
-            kw["update"] = p
-        elif p == "zero":
-            kw["start"] = "zero"
-        elif "=" in p and p.split("=")[0] in ("tol", "atol"):
-            k, v = p.split("=")
-            kw[k] = float(v)
-        else:
-            raise ValueError(f"unknown option {p!r} in variant {text!r}")
-    return kw
+from eval.variants import parse_variant  # noqa: F401  (the variant syntax; re-exported)
 
 
 def run(args) -> dict:

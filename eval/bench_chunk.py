@@ -208,13 +208,11 @@ def parse_args(argv=None):
     bad = [x for x in args.paths if x not in PATHS]
     if bad:
         p.error(f"unknown UNet path(s) {bad}; choose from {list(PATHS)}")
-    from parapolicy.policy import SAMPLERS
+    from parapolicy.policy import SAMPLERS, SamplerConfig
 
     bad = [x for x in args.samplers if x.partition(":")[0] not in SAMPLERS]
     if bad:
         p.error(f"unknown sampler(s) {bad}; choose from {list(SAMPLERS)}")
-    from parapolicy.policy import SamplerConfig
-
     for spec in args.samplers:
         try:
             sampler_spec(spec, SamplerConfig)

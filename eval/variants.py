@@ -20,7 +20,7 @@ def parse_variant(text: str) -> dict:
             kw["start"] = "zero"
         elif "=" in p and p.split("=")[0] in ("tol", "atol"):
             k, v = p.split("=")
-            kw[k] = float(v)
+            kw[k] = v if (k, v) == ("atol", "auto") else float(v)
         else:
             raise ValueError(f"unknown option {p!r} in variant {text!r}")
     return kw

@@ -27,8 +27,10 @@ class SamplerConfig:
     """Picard window (steps solved per parallel round), or "auto" (cost model); parallel samplers only"""
     tol: float = 0.1
     """Picard tolerance (ParaDiGMS rule, see docs/samplers.md); 0 iterates until exact"""
-    atol: float = 0.0
-    """absolute floor of the per-step tolerance, RMS in normalised action units (0 = the ParaDiGMS rule)"""
+    atol: float | str = 0.0
+    """absolute floor of the per-step tolerance, RMS in normalised action units (0 = the ParaDiGMS rule), or
+    "auto" (opt-in): tol times the smallest noise std the schedule injects, which only loosens the last,
+    noise-free step's ~0 tolerance (docs/samplers.md)"""
     guess: str = "auto"
     """Picard re-guess of unaccepted points: auto, hybrid, frontier, window, none (docs/samplers.md)"""
     max_iters: int | None = None
@@ -59,8 +61,11 @@ class SamplerConfig:
             raise ValueError(f"window must be an int >= 1 or 'auto', got {self.window!r}")
         for key in ("tol", "atol"):
             v = getattr(self, key)
+            if key == "atol" and v == "auto":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
-                raise ValueError(f"{key} must be a finite number >= 0, got {v!r}")
+                extra = " or 'auto'" if key == "atol" else ""
+                raise ValueError(f"{key} must be a finite number >= 0{extra}, got {v!r}")
         if self.guess not in GUESSES:
             raise ValueError(f"guess must be one of {', '.join(GUESSES)}, got {self.guess!r}")
         if self.max_iters is not None and not _pos_int(self.max_iters):

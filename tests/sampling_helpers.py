@@ -86,6 +86,11 @@ def accepted_input_residuals(stats) -> list[float]:
     """Residuals (compared with tol in `sample_picard`'s rule) of every point that was *used as an accepted
     input*: in a round over [s, s+n) that advanced the window to s', the points x_{s+1}..x_{s'-1}. The
     ParaDiGMS guarantee says each is <= tol (with atol = 0). Reconstructed from stats.windows / residuals."""
+    return [r for _j, r in accepted_input_points(stats)]
+
+
+def accepted_input_points(stats) -> list[tuple[int, float]]:
+    """(point index j, residual ratio) of every accepted input point, as `accepted_input_residuals`."""
     begin_next = {}
     out = []
     rounds = list(zip(stats.windows, stats.residuals))
@@ -100,5 +105,5 @@ def accepted_input_residuals(stats) -> list[float]:
             if nxt is None:
                 nxt = stats.converged_steps[b]
             begin_next[b] = nxt
-            out.extend(float(v) for v in vec[:max(0, nxt - s - 1)])
+            out.extend((s + 1 + i, float(v)) for i, v in enumerate(vec[:max(0, nxt - s - 1)]))
     return out

@@ -90,3 +90,15 @@ def test_bench_denoiser_rejects_bad_arguments():
         bench_denoiser.parse_args(["--models", "shipped,huge"])
     with pytest.raises(SystemExit):
         bench_denoiser.parse_args(["--steps", "0"])
+
+
+def test_variant_syntax_maps_to_sampler_keywords():
+    from eval.variants import parse_variant
+
+    assert parse_variant("w48/secant/zero/tol=0.03/atol=auto") == dict(
+        window=48, update="secant", start="zero", tol=0.03, atol="auto")
+    assert parse_variant("w16/window/taa/atol=1e-3") == dict(window=16, guess="window", accel="taa", atol=1e-3)
+    with pytest.raises(ValueError, match="unknown option 'fast'"):
+        parse_variant("w16/fast")
+    with pytest.raises(ValueError, match="must start with w<window>"):
+        parse_variant("16/secant")

@@ -47,6 +47,11 @@ def test_parallel_equals_sequential_on_the_same_noise(tiny_policy_dir):
     assert loose["stats"].iterations < 20 and max(accepted_input_residuals(loose["stats"])) <= 0.1 + 1e-6
     span = float(seq["action_pred"].max() - seq["action_pred"].min())
     assert float((loose["action_pred"] - seq["action_pred"]).abs().max()) < 0.05 * span
+    # atol "auto" reaches the sampler through SamplerConfig: a positive floor, still close to sequential
+    auto = p.predict_action(obs_batch(p), sampler=SamplerConfig("paraddpm", window=5, atol="auto"),
+                            init_noise=x_T, step_noise=z)
+    assert 0 < auto["stats"].atol < 0.1 and all(auto["stats"].converged)
+    assert float((auto["action_pred"] - seq["action_pred"]).abs().max()) < 0.05 * span
 
 
 def test_global_cond_is_normalised_and_flattened_in_key_order(tiny_policy_dir):
@@ -95,6 +100,9 @@ def test_sampler_config_rejects_bad_values():
         SamplerConfig(start="x_T")
     with pytest.raises(ValueError, match="guess 'none' never uses"):
         SamplerConfig(start="zero", guess="none")
+    with pytest.raises(ValueError, match="atol must be a finite number >= 0 or 'auto'"):
+        SamplerConfig(atol="loose")
+    assert SamplerConfig(atol="auto").atol == "auto"
 
 
 def test_act_queues_a_chunk_and_predicts_once_per_chunk(tiny_policy_dir):

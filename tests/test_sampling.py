@@ -11,7 +11,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from parapolicy.sampling import sample_picard, sample_sequential
-from tests.sampling_helpers import GaussianDenoiser, accepted_input_residuals, diffusers_loop, tiny_unet
+from tests.sampling_helpers import (
+    GaussianDenoiser,
+    accepted_input_points,
+    accepted_input_residuals,
+    diffusers_loop,
+    tiny_unet,
+)
 
 B, H, D, C = 3, 8, 2, 6
 PREDS = ("epsilon", "sample", "v_prediction")
@@ -519,3 +525,29 @@ def test_zero_start_evaluates_a_full_first_window_and_keeps_the_guarantee():
         sample_picard(den, sched, x_T, start="zero", init=st.trajectory, **kw)
     with pytest.raises(ValueError, match="start='zero' sets the first guess"):
         sample_picard(den, sched, x_T, start="zero", guess="none", **kw)
+
+
+# ---------------------------------------------------------------- atol="auto": a floor for the noise-free last step
+def test_auto_atol_holds_the_last_steps_input_to_the_last_noisy_steps_tolerance():
+    from parapolicy.schedule import make_schedule
+
+    sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
+    kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=16)
+    _, st0 = sample_picard(den, sched, x_T, **kw)
+    out, st = sample_picard(den, sched, x_T, atol="auto", **kw)
+    s = copy.deepcopy(sched)
+    s.set_timesteps(n)
+    a, a_prev = (sched.alphas_cumprod[t] for t in s.timesteps[-2:])      # the last noisy step's posterior
+    assert st.atol == pytest.approx(0.1 * float(((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()), rel=1e-5)
+    var = make_schedule(sched, n).tol_var.double()
+    pts = accepted_input_points(st)
+    for j, r in pts:                                       # rule (3) with the floor, point by point
+        assert r * float(var[j].sqrt()) <= max(0.1 * float(var[j].sqrt()), st.atol) * (1 + 1e-5), (j, r)
+    floored = {j for j, r in pts if r > 0.1 + 1e-6}
+    assert floored == {n - 1}                              # only the noise-free step's input used the floor
+    assert st.iterations < st0.iterations and all(st.converged)
+    assert max_err(out, ref) < 0.05
+    exact, st_e = sample_picard(den, sched, x_T, atol="auto", tol=0, **kw)
+    assert st_e.atol == 0.0 and max_err(exact, ref) <= 1e-5
+    with pytest.raises(ValueError, match="atol must be a finite number >= 0 or 'auto'"):
+        sample_picard(den, sched, x_T, atol="loose", **kw)

@@ -27,7 +27,7 @@ class PicardStats:
     window: the window used (after "auto" resolution); num_steps: S; accel: acceleration used.
     predicted_latency_s: the cost model's prediction for this call when window="auto", else None.
     guess: how unaccepted points were re-guessed ("frontier", "window", "none"; "sequential" for
-        `sample_sequential`); atol: the absolute floor of the tolerance rule.
+        `sample_sequential`); atol: the absolute floor of the tolerance rule (the number used, also for atol="auto").
     """
 
     iterations: int

@@ -528,10 +528,11 @@ def test_zero_start_evaluates_a_full_first_window_and_keeps_the_guarantee():
 
 
 # ---------------------------------------------------------------- atol="auto": a floor for the noise-free last step
-def test_auto_atol_holds_the_last_steps_input_to_the_last_noisy_steps_tolerance():
+@pytest.mark.parametrize("fam", ["ddpm", "dpm2"])
+def test_auto_atol_holds_the_last_steps_input_to_the_last_noisy_steps_tolerance(fam):
     from parapolicy.schedule import make_schedule
 
-    sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
+    sched, n, den, x_T, cond, noise, ref = gaussian_case(fam)
     kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=16)
     _, st0 = sample_picard(den, sched, x_T, **kw)
     out, st = sample_picard(den, sched, x_T, atol="auto", **kw)

@@ -29,7 +29,7 @@ at x_k^prev, has the secant dG_k = G_k(x_k^old) - G_k(x_k^prev), dx_k = x_k^old 
 
 (no extra denoiser calls; a step evaluated once keeps a_j). All three have the sequential trajectory as their
 fixed point and window=1 / tol=0 as exact limits; (2') and (2'') take fewer rounds on the shipped policy but
-land further from the sequential sample within the same tolerance (docs/samplers.md).
+land further from the sequential sample within the same tolerance (docs/rounds.md).
 
 A point is accepted while its change is within the tolerance (ParaDiGMS eq. 6, with a floor):
 
@@ -65,7 +65,7 @@ iterates) and the window rule in the low-noise half (where the Picard iterate is
 keeps the Picard iterate (plain ParaDiGMS; the default with `init`). Without `init` the first round
 evaluates x_T alone (a 1-step window) and the rollout from it is the first guess. Guesses change only where
 the iteration starts, never what it converges to or the guarantee. Measured on the shipped Push-T policy
-(`python -m eval.bench_rounds`, docs/samplers.md): window 16, tol 0.1: none 27.2 rounds, window 15.3,
+(`python -m eval.bench_rounds`, docs/rounds.md): window 16, tol 0.1: none 27.2 rounds, window 15.3,
 frontier 16.5, hybrid 14.0.
 
 Anytime result: the first round always runs, so the result has always seen the network. After a cap

@@ -48,8 +48,9 @@ batched denoiser).
 atol = "auto" (opt-in) sets the floor to tol * sqrt(v_min), v_min the smallest v_j above the 1e-20 clamp:
 the input of the last step (which adds no noise, v ~ 0) is then held to the tolerance of the last noisy
 step instead of to ~0, and every other point keeps its own rule. The bound stays in the sampler's own
-units: no step's input moves by more than tol times the smallest noise std the sampler injects (on the
-shipped Push-T policy, DDPM-100: 2.0e-3 normalised RMS, ~0.5 px, at tol 0.1). tol = 0 makes it 0 (exact).
+units: each step's input moves by at most tol times that step's noise std, and the noise-free last step's
+by at most tol times the last noisy step's (DDPM-100 on the shipped Push-T policy: 2.0e-3 normalised RMS,
+~0.5 px, at tol 0.1). tol = 0 makes it 0 (exact).
 
 Initial guess of points not yet accepted (`guess`), free of denoiser calls: roll the steps out from a
 start e with the data prediction frozen at some x0_hat,

@@ -7,9 +7,10 @@ several Picard variants on one policy, batch 1, the same observation windows and
 
 A variant is `w<window>` followed by optional `/`-separated options: a guess mode (frontier, window, none),
 `taa` (triangular Anderson; implies guess window), `parareal` / `secant` (the updates of eq. 2' / 2'' in
-sampling/picard.py), `zero` (start from a zero data prediction), `tol=<x>`, `atol=<x>` or `atol=auto`
-(the floor tol * sqrt(smallest noisy-step variance)). Rounds and NFE do not depend on the machine; the CPU
-time (process time, one torch thread) does, so compare it within one run only. The error column is the
+sampling/picard.py), `zero` (start from a zero data prediction), `first=<n>` (the first round's window),
+`tol=<x>`, `atol=<x>` or `atol=auto` (the floor tol * sqrt(smallest noisy-step variance)). Rounds and NFE
+do not depend on the machine; the CPU time (process time, one torch thread) does, so compare it within one
+run only. The error column is the
 largest difference of the executed actions from sequential DDPM's on the same noise, in env units (pixels on
 Push-T).
 """

@@ -18,6 +18,8 @@ def parse_variant(text: str) -> dict:
             kw["update"] = p
         elif p == "zero":
             kw["start"] = "zero"
+        elif p.startswith("first="):
+            kw["first_window"] = int(p[len("first="):])
         elif "=" in p and p.split("=")[0] in ("tol", "atol"):
             k, v = p.split("=")
             kw[k] = v if (k, v) == ("atol", "auto") else float(v)

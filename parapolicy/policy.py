@@ -338,7 +338,7 @@ class DiffusionPolicy:
             x0, stats = sample_picard(self.denoiser, sch, init_noise, window=cfg.window, tol=cfg.tol,
                                       atol=cfg.atol, guess=cfg.guess, init=init, accel=cfg.accel,
                                       update=cfg.update, start=cfg.start if init is None else "predict",
-                                      cost_model=cost, **common)
+                                      first_window=cfg.first_window, cost_model=cost, **common)
             self._record_advance(akey, stats)
         elif cfg.name == "consistency":
             from parapolicy.sampling.consistency import sample_consistency
@@ -442,12 +442,13 @@ class DiffusionPolicy:
         return self._queue.popleft()
 
 
-_ADVANCE_FIELDS = ("update", "start", "tol", "atol", "guess", "accel")
+_ADVANCE_FIELDS = ("update", "start", "first_window", "tol", "atol", "guess", "accel")
 
 
 def advance_key(cfg, num_steps: int, warm: bool) -> tuple:
     """The key of the measured advance per round: (family, steps, warm), then (field, value) for each knob
-    that changes how far a round gets (update, start, tol, atol, guess, accel) where it is not the default."""
+    that changes how far a round gets (update, start, first_window, tol, atol, guess, accel) where it is not
+    the default."""
     default = SamplerConfig(name=cfg.name)
     return (cfg.family, num_steps, warm) + tuple((f, getattr(cfg, f)) for f in _ADVANCE_FIELDS
                                                  if getattr(cfg, f) != getattr(default, f))

@@ -52,6 +52,12 @@ def test_parallel_equals_sequential_on_the_same_noise(tiny_policy_dir):
                             init_noise=x_T, step_noise=z)
     assert 0 < auto["stats"].atol < 0.1 and all(auto["stats"].converged)
     assert float((auto["action_pred"] - seq["action_pred"]).abs().max()) < 0.05 * span
+    # first_window reaches the sampler: the zero start's first round has 2 points, the later ones 5
+    fw = p.predict_action(obs_batch(p), sampler=SamplerConfig("paraddpm", window=5, start="zero", first_window=2),
+                          init_noise=x_T, step_noise=z)
+    sizes = [[e - b for _, b, e in w] for w in fw["stats"].windows]
+    assert sizes[0] == [2] * x_T.shape[0] and max(max(w) for w in sizes[1:]) == 5
+    assert float((fw["action_pred"] - seq["action_pred"]).abs().max()) < 0.05 * span
 
 
 def test_global_cond_is_normalised_and_flattened_in_key_order(tiny_policy_dir):
@@ -103,6 +109,8 @@ def test_sampler_config_rejects_bad_values():
     with pytest.raises(ValueError, match="atol must be a finite number >= 0 or 'auto'"):
         SamplerConfig(atol="loose")
     assert SamplerConfig(atol="auto").atol == "auto"
+    with pytest.raises(ValueError, match="first_window must be None or an int >= 1"):
+        SamplerConfig(first_window=0)
 
 
 def test_act_queues_a_chunk_and_predicts_once_per_chunk(tiny_policy_dir):

@@ -527,6 +527,26 @@ def test_zero_start_evaluates_a_full_first_window_and_keeps_the_guarantee():
         sample_picard(den, sched, x_T, start="zero", guess="none", **kw)
 
 
+@pytest.mark.parametrize("start", ["zero", "predict"])
+def test_first_window_sets_only_the_first_rounds_window_and_keeps_the_guarantee(start):
+    sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
+    kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=16, update="secant", start=start)
+    out, st = sample_picard(den, sched, x_T, first_window=4, **kw)
+    assert [e - b for _, b, e in st.windows[0]] == [4] * 3
+    assert all(e - b == min(16, n - b) for w in st.windows[1:] for _, b, e in w)
+    res = accepted_input_residuals(st)
+    assert all(st.converged) and res and max(res) <= 0.1 + 1e-6 and max_err(out, ref) < 0.05
+    out0, st0 = sample_picard(den, sched, x_T, first_window=4, **{**kw, "tol": 0})
+    assert max_err(out0, ref) <= 1e-5
+    default = 16 if start == "zero" else 1                     # None: the start's own first window
+    _, st_d = sample_picard(den, sched, x_T, **kw)
+    _, st_e = sample_picard(den, sched, x_T, first_window=default, **kw)
+    assert [e - b for _, b, e in st_d.windows[0]] == [default] * 3 and st_e.windows == st_d.windows
+    for bad in (0, -1, 2.0, "auto", True):
+        with pytest.raises(ValueError, match="first_window must be None or an int >= 1"):
+            sample_picard(den, sched, x_T, first_window=bad, **kw)
+
+
 # ---------------------------------------------------------------- atol="auto": a floor for the noise-free last step
 @pytest.mark.parametrize("fam", ["ddpm", "dpm2"])
 def test_auto_atol_holds_the_last_steps_input_to_the_last_noisy_steps_tolerance(fam):

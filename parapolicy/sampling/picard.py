@@ -111,7 +111,8 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                   accel_memory: int = 3, guess: str = "auto", atol: float | str = 0.0,
                   clock: Callable[[], float] = time.monotonic,
                   known: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  update: str = "picard", start: str = "predict") -> tuple[torch.Tensor, PicardStats]:
+                  update: str = "picard", start: str = "predict",
+                  first_window: int | None = None) -> tuple[torch.Tensor, PicardStats]:
     """Parallel-in-time sampling by Picard iteration over a sliding window of `window` steps.
 
     x_T: (B, H, D); noise: (S, B, H, D) or None (drawn from `generator`, the same draw as
@@ -129,7 +130,9 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     update: "picard" (eq. 2), "parareal" (eq. 2') or "secant" (eq. 2''); guess "auto" is then "window");
     start (without `init`): "predict" (the first round evaluates x_T alone; the first guess is the rollout (4)
     from its data prediction) or "zero" (the first guess is the rollout with x0_hat = 0, the centre of the
-    normalised data, and the first round is a full window: one round fewer where the noisy steps accept it).
+    normalised data, and the first round is a full window: one round fewer where the noisy steps accept it);
+    first_window: the first round's window (int >= 1; None: 1 with start "predict" without `init`, else
+    `window`). Later rounds use `window`; the acceptance rule is the same in every round.
 
     Returns (x_0 (B, H, D), PicardStats); x_0 = stats.trajectory[S]. After a cap see "Anytime result" in the
     module docstring: `stats.capped`, `stats.iterations` (rounds run, >= 1) and `stats.converged_steps`
@@ -177,7 +180,10 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
 
         mixer = AndersonMixer(S, B, (H, D), memory=accel_memory, triangular=acc_name == "taa", device=dev,
                               dtype=dt)
-    first_alone = init is None and guess != "none" and start == "predict"
+    if first_window is None:
+        first_window = 1 if (init is None and guess != "none" and start == "predict") else p
+    elif isinstance(first_window, bool) or not isinstance(first_window, int) or first_window < 1:
+        raise ValueError(f"first_window must be None or an int >= 1, got {first_window!r}")
     capped = False
     with torch.no_grad():
         while True:
@@ -189,7 +195,7 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                                       or (deadline is not None and clock() >= deadline)):
                 capped = True
                 break
-            n = [1 if (first_alone and solve.rounds == 0) else min(p, S - begin[b]) for b in active]
+            n = [min(first_window if solve.rounds == 0 else p, S - begin[b]) for b in active]
             frontier = solve.round(denoiser, active, begin, n, mixer)
             if guess == "none":
                 continue

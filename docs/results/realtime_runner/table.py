@@ -15,7 +15,10 @@ for d in sys.argv[1:]:
         sm = m.get("smoothness") or {}
         p = res.get("paired", {}).get(label, {}).get("max_reward")
         dd = f"{p['mean']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]" if p else "-"
-        f = lambda x: "-" if x is None else f"{x:.1f}"
+
+        def f(x):
+            return "-" if x is None else f"{x:.1f}"
+
         print(f"| x{cfg['latency_scale']:g} | {cfg['realtime_overlap']} | {label} | {m['n_episodes']} | "
               f"{m['mean_score']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {m['pc_success']:.0f} | {m['latency_ms']['p50']:.0f} | "
               f"{m.get('held_steps_per_episode', 0):.1f} | {f(sm.get('switch_jump_max'))} | "

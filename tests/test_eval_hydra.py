@@ -98,6 +98,14 @@ def test_configs_compose_with_the_library_fields():
     fields = set(SamplerConfig.__dataclass_fields__) - {"name"}
     assert set(cfg.sampler) == fields and cfg.sampler.warm_start is True
     assert cfg.hydra.launcher.n_jobs == 2
+    from eval.config import sampler_configs
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        fast = compose("eval", overrides=["sampler=fewest_rounds"])
+    sc = sampler_configs(dict(fast.sampler), ["ddpm", "paraddpm"])
+    assert sc["paraddpm"] == SamplerConfig("paraddpm", update="secant", start="zero", window=56, first_window=24,
+                                           tol=0.03, atol="auto")
+    assert sc["ddpm"].name == "ddpm"
 
 
 def test_slurm_launcher_config_composes():

@@ -10,9 +10,8 @@ A variant is `w<window>` followed by optional `/`-separated options: a guess mod
 sampling/picard.py), `zero` (start from a zero data prediction), `first=<n>` (the first round's window),
 `tol=<x>`, `atol=<x>` or `atol=auto` (the floor tol * sqrt(smallest noisy-step variance)). Rounds and NFE
 do not depend on the machine; the CPU time (process time, one torch thread) does, so compare it within one
-run only. The error column is the
-largest difference of the executed actions from sequential DDPM's on the same noise, in env units (pixels on
-Push-T).
+run only. The error column is the largest difference of the executed actions from sequential DDPM's on the
+same noise, in env units (pixels on Push-T).
 """
 
 from __future__ import annotations

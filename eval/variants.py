@@ -19,6 +19,8 @@ def parse_variant(text: str) -> dict:
         elif p == "zero":
             kw["start"] = "zero"
         elif p.startswith("first="):
+            if not p[len("first="):].isdigit():
+                raise ValueError(f"option {p!r} in variant {text!r} needs a window size, e.g. first=16")
             kw["first_window"] = int(p[len("first="):])
         elif "=" in p and p.split("=")[0] in ("tol", "atol"):
             k, v = p.split("=")

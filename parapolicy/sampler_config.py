@@ -53,8 +53,8 @@ class SamplerConfig:
     window); with warm_start it applies to an episode's first chunk; docs/samplers.md"""
     first_window: int | None = None
     """Picard's first-round window (opt-in), later rounds use `window`; None = the start's own (1 with start
-    "predict", `window` with "zero" or a warm start). A zero start's first round accepts ~2 steps whatever its
-    size, so a small one saves NFE (docs/rounds.md)"""
+    "predict", `window` with "zero" or a warm start). A zero start's first round accepts 2-7 steps whatever
+    its size, so a smaller one saves NFE (docs/rounds.md)"""
 
     def __post_init__(self):
         if self.name not in SAMPLERS:

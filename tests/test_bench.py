@@ -100,6 +100,8 @@ def test_variant_syntax_maps_to_sampler_keywords():
     assert parse_variant("w64/secant/zero/first=16") == dict(window=64, update="secant", start="zero",
                                                              first_window=16)
     assert parse_variant("w16/window/taa/atol=1e-3") == dict(window=16, guess="window", accel="taa", atol=1e-3)
+    with pytest.raises(ValueError, match="'first=x' in variant 'w16/first=x' needs a window size"):
+        parse_variant("w16/first=x")
     with pytest.raises(ValueError, match="unknown option 'fast'"):
         parse_variant("w16/fast")
     with pytest.raises(ValueError, match="must start with w<window>"):

@@ -155,6 +155,9 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     if start != "predict" and (init is not None or guess == "none"):
         raise ValueError(f"start={start!r} sets the first guess, which init / guess='none' replace: "
                          "use start='predict' with them")
+    if first_window is not None and (isinstance(first_window, bool) or not isinstance(first_window, int)
+                                     or first_window < 1):
+        raise ValueError(f"first_window must be None or an int >= 1, got {first_window!r}")
     predicted = None
     if p == "auto":
         from parapolicy.sampling.cost import choose_window
@@ -182,8 +185,6 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
                               dtype=dt)
     if first_window is None:
         first_window = 1 if (init is None and guess != "none" and start == "predict") else p
-    elif isinstance(first_window, bool) or not isinstance(first_window, int) or first_window < 1:
-        raise ValueError(f"first_window must be None or an int >= 1, got {first_window!r}")
     capped = False
     with torch.no_grad():
         while True:

@@ -131,8 +131,9 @@ def sample_picard(denoiser: Denoiser, scheduler, x_T: torch.Tensor, noise: torch
     start (without `init`): "predict" (the first round evaluates x_T alone; the first guess is the rollout (4)
     from its data prediction) or "zero" (the first guess is the rollout with x0_hat = 0, the centre of the
     normalised data, and the first round is a full window: one round fewer where the noisy steps accept it);
-    first_window: the first round's window (int >= 1; None: 1 with start "predict" without `init`, else
-    `window`). Later rounds use `window`; the acceptance rule is the same in every round.
+    first_window: the first round's window (int >= 1; None: 1 with start "predict" where the first round
+    evaluates x_T alone, i.e. without `init` and guess "none", else `window`). Later rounds use `window`; the
+    acceptance rule is the same in every round.
 
     Returns (x_0 (B, H, D), PicardStats); x_0 = stats.trajectory[S]. After a cap see "Anytime result" in the
     module docstring: `stats.capped`, `stats.iterations` (rounds run, >= 1) and `stats.converged_steps`

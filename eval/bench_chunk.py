@@ -5,6 +5,7 @@
     python -m eval.bench_chunk --policy runs/distill/round3/policy --samplers ddim,paraddim
     python -m eval.bench_chunk --policy runs/pusht_image/policy --paths fp32      # an image policy
     python -m eval.bench_chunk --paths fp32 --samplers 'ddpm,paraddpm,paraddpm:w48/secant/zero/tol=0.03'
+    python -m eval.bench_chunk --device cuda --paths eager,fp32 --threads 0      # a GPU: wall-clock speed-ups
 
 What one measurement is: `policy.predict_action(obs, sampler)` for one robot (batch 1), i.e. normalising the
 observation window, the whole reverse process (100 DDPM steps, or Picard rounds) and unnormalising the
@@ -19,6 +20,9 @@ each per window, `--repeats` passes over the windows), so background load on a s
 all of them alike; the table gives the median wall-clock time, the median process CPU time (with one torch
 thread, an estimate of the time on an otherwise idle core), rounds and NFE per chunk, the speed-up over
 eager DDPM (from the CPU-time medians), and the largest action difference from eager DDPM in env pixels.
+On a GPU (`--device cuda`) every call ends with a device synchronisation (`predict_action` waits for the
+stream), the process CPU time says nothing about the device, and the speed-ups are ratios of wall-clock
+medians instead.
 """
 
 from __future__ import annotations
@@ -117,7 +121,8 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    policy = load_policy(args.policy, fast="eager")
+    device = torch.device(args.device)
+    policy = load_policy(args.policy, device=device, fast="eager")
     paths = build_paths(policy, args.paths)
     samplers = {spec: sampler_spec(spec, SamplerConfig) for spec in args.samplers}
     wins, source = observation_windows(policy, args.obs)
@@ -128,7 +133,7 @@ def run(args) -> dict:
         shape = (1, policy.horizon, policy.input_dim)
         noise.append((torch.randn(shape, generator=g), torch.randn((steps,) + shape, generator=g)))
     print(f"bench_chunk: {args.policy}, batch 1, {len(wins)} observation windows x {args.repeats} passes")
-    print(f"  torch {torch.__version__}, {platform.processor() or platform.machine()}, threads "
+    print(f"  torch {torch.__version__}, {device_name(device)}, threads "
           f"{torch.get_num_threads()}, fast bf16: {has_fast_bf16('cpu')}, load average "
           f"{os.getloadavg()[0]:.2f}; observations: {source}")
 
@@ -164,30 +169,52 @@ def run(args) -> dict:
                     ref = out["action"]
                 r["err"].append(float((out["action"] - ref).abs().max()))
     total = time.perf_counter() - t_start
-    base = statistics.median(rec[ref_name]["cpu"])
+    clock = "cpu" if device.type == "cpu" else "wall"   # process CPU time means nothing for a GPU's work
+    base = statistics.median(rec[ref_name][clock])
     rows = []
     for p, s in pairs:
         r = rec[(p, s)]
         row = {"path": p, "sampler": s, "wall_ms_p50": 1e3 * statistics.median(r["wall"]),
                "cpu_ms_p50": 1e3 * statistics.median(r["cpu"]), "cpu_ms_p95": 1e3 * float(np.percentile(r["cpu"], 95)),
                "rounds": statistics.fmean(r["rounds"]), "nfe": statistics.fmean(r["nfe"]),
-               "speedup": base / statistics.median(r["cpu"]), "max_action_diff_px": max(r["err"]),
+               "speedup": base / statistics.median(r[clock]), "speedup_clock": clock,
+               "max_action_diff_px": max(r["err"]),
                "encoder_wall_ms_p50": 1e3 * statistics.median(r["enc"]),
                "denoise_wall_ms_p50": 1e3 * statistics.median(r["den"]), "calls": len(r["cpu"])}
         rows.append(row)
     ref_label = f"{ref_name[0]} {ref_name[1]}"
     print(f"\n| UNet path | sampler | CPU ms p50 | CPU ms p95 | wall ms p50: encoder / denoising | rounds | NFE "
-          f"| speed-up vs {ref_label} | max action diff vs {ref_label} [px] |")
+          f"| speed-up ({clock} time) vs {ref_label} | max action diff vs {ref_label} [px] |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['sampler']} | {r['cpu_ms_p50']:.1f} | {r['cpu_ms_p95']:.1f} | "
               f"{r['wall_ms_p50']:.1f}: {r['encoder_wall_ms_p50']:.1f} / {r['denoise_wall_ms_p50']:.1f} | "
               f"{r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | {r['max_action_diff_px']:.2f} |")
     print(f"\n  {sum(len(r['cpu']) for r in rec.values())} timed calls in {total:.0f} s; load average at end "
-          f"{os.getloadavg()[0]:.2f}. Speed-ups are ratios of CPU-time medians from this one run.")
-    return {"policy": args.policy, "observations": source, "repeats": args.repeats, "windows": len(wins),
+          f"{os.getloadavg()[0]:.2f}. Speed-ups are ratios of {clock}-time medians from this one run.")
+    return {"policy": args.policy, "device": device_name(device), "observations": source, "repeats": args.repeats, "windows": len(wins),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "fast_bf16": has_fast_bf16("cpu"),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+
+
+def device_name(device: torch.device) -> str:
+    """The machine a benchmark ran on, for its header: the CPU, or the GPU's name."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return platform.processor() or platform.machine()
+
+
+def check_device(text: str) -> str:
+    """A torch device string that can run here, or ValueError naming what is wrong with it."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{text!r} is not a torch device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{text!r}: torch.cuda.is_available() is False on this machine (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{text!r}: the benchmarks run on cpu or cuda")
+    return text
 
 
 def parse_args(argv=None):
@@ -200,9 +227,14 @@ def parse_args(argv=None):
     p.add_argument("--obs", type=int, default=8, help="observation windows")
     p.add_argument("--repeats", type=int, default=2, help="passes over the windows")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on a GPU speed-ups are wall-clock ratios")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     args = p.parse_args(argv)
+    try:
+        check_device(args.device)
+    except ValueError as e:
+        p.error(f"--device {e}")
     args.paths = [x for x in args.paths.split(",") if x]
     args.samplers = [x for x in args.samplers.split(",") if x]
     bad = [x for x in args.paths if x not in PATHS]

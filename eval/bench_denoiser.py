@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import warnings
 
@@ -87,10 +86,10 @@ def build_variants(model, names, compile_dynamic):
     return out, compiled
 
 
-def check_equivalence(model, fast, cfg):
+def check_equivalence(model, fast, cfg, device="cpu"):
     from parapolicy.fast.latency import make_inputs
 
-    inp = make_inputs(4, HORIZON, cfg["input_dim"], cfg["global_cond_dim"], seed=1)
+    inp = make_inputs(4, HORIZON, cfg["input_dim"], cfg["global_cond_dim"], seed=1, device=device)
     with torch.no_grad():
         ref = model(inp["sample"], inp["timestep"], global_cond=inp["global_cond"])
     out = fast(inp["sample"], inp["timestep"], global_cond=inp["global_cond"])
@@ -124,25 +123,27 @@ def print_picard(table: dict, steps: int, indent: str = "  ") -> None:
 
 
 def run(args) -> dict:
+    from eval.bench_chunk import device_name
     from parapolicy.fast import compare_latency, has_fast_bf16
     from parapolicy.model import ConditionalUnet1D
     from parapolicy.sampling.cost import fastest_curve
 
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     print("bench_denoiser: eager ConditionalUnet1D vs parapolicy.fast (random weights, horizon 16)")
-    print(f"  torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    print(f"  torch {torch.__version__}, {device_name(device)}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}, fast bf16: {has_fast_bf16('cpu')}, "
           f"threads {torch.get_num_threads()}, load average at start {os.getloadavg()[0]:.2f}")
     print(f"  method: {args.warmup} warm-up repetitions, then {args.repeats} interleaved repetitions; "
           f"fastest per-call wall time (perf_counter), made non-decreasing in the batch")
-    results: dict = {"meta": dict(torch=torch.__version__, threads=torch.get_num_threads(),
+    results: dict = {"meta": dict(torch=torch.__version__, threads=torch.get_num_threads(), device=device_name(device),
                                   warmup=args.warmup, repeats=args.repeats,
                                   load_start=os.getloadavg()[0]), "models": {}}
     for mname in args.models:
         cfg = MODELS[mname]
         torch.manual_seed(0)
-        model = ConditionalUnet1D(**cfg).eval()
+        model = ConditionalUnet1D(**cfg).eval().to(device)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"\n== {mname}: down_dims {cfg['down_dims']}, {n_params / 1e6:.1f}M parameters ==")
         t0 = time.perf_counter()
@@ -151,7 +152,7 @@ def run(args) -> dict:
         for name, f in variants.items():
             if name != "eager":
                 t0 = time.perf_counter()
-                err = check_equivalence(model, f, cfg)
+                err = check_equivalence(model, f, cfg, device)
                 secs = time.perf_counter() - t0
                 note = f" (first call incl. compile {secs:.1f} s)" if name in compiled else ""
                 if name in compiled and not f.compiled:
@@ -160,7 +161,7 @@ def run(args) -> dict:
         samples: dict = {}
         curves = compare_latency(variants, horizon=HORIZON, action_dim=cfg["input_dim"],
                                  global_cond_dim=cfg["global_cond_dim"], batch_sizes=args.batches,
-                                 warmup=args.warmup, repeats=args.repeats, samples=samples)
+                                 warmup=args.warmup, repeats=args.repeats, samples=samples, device=device)
         cpu_curves = {n: fastest_curve({b: samples[n][b]["process"] for b in args.batches}) for n in curves}
         for name, f in compiled.items():
             secs = ", ".join(f"B={k[0][0]}: {v:.1f}" for k, v in f.compile_seconds.items())
@@ -218,8 +219,15 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dynamic", default="none", choices=["none", "true", "false"],
                    help="torch.compile dynamic= for compiled variants")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a GPU's batch curve: flat or not?)")
     p.add_argument("--json", default=None, help="also write the measured curves to this JSON file")
     args = p.parse_args(argv)
+    from eval.bench_chunk import check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as e:
+        p.error(f"--device {e}")
     args.models = [m for m in args.models.split(",") if m]
     bad = [m for m in args.models if m not in MODELS]
     if bad:
@@ -243,8 +251,9 @@ def main(argv=None) -> None:
     results = run(args)
     print(f"  total benchmark time {time.perf_counter() - t0:.0f} s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1, default=str)
+        from eval.outputs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=1, default=str))
         print(f"  wrote {args.json}")
 
 

@@ -22,7 +22,44 @@ def test_bench_chunk_times_every_path_and_sampler_on_the_same_noise(tiny_policy_
     assert rows[("fp32", "ddpm")]["max_action_diff_px"] < 0.05       # fast float32 ~ eager
     assert 1 <= rows[("eager", "paraddpm")]["rounds"] <= 20
     assert all(r["calls"] == 2 and r["cpu_ms_p50"] > 0 for r in rows.values())
+    assert all(r["speedup_clock"] == "cpu" for r in rows.values()) and res["device"]
     assert "| eager | paraddpm |" in capsys.readouterr().out
+
+
+def test_bench_rounds_reports_rounds_nfe_and_error_per_variant(tiny_policy_dir, tmp_path, capsys):
+    """Every variant is solved on the same windows and noise as sequential DDPM: tol 0 gives DDPM's actions,
+    a looser tolerance fewer rounds, and each variant's own options reach the sampler."""
+    from eval import bench_rounds
+
+    out = tmp_path / "rounds.json"
+    bench_rounds.main(["--policy", str(tiny_policy_dir), "--obs", "2", "--json", str(out),
+                       "--variants", "w4/tol=0,w8,w8/secant/zero/tol=0.03/first=2"])
+    res = json.loads(out.read_text())
+    v = res["variants"]
+    assert list(v) == ["w4/tol=0", "w8", "w8/secant/zero/tol=0.03/first=2"]
+    assert v["w4/tol=0"]["max_err"] < 1e-3                  # exact: tol 0 is sequential DDPM
+    assert v["w4/tol=0"]["rounds_mean"] >= 20 / 4           # a window of 4 accepts at most 4 steps a round
+    assert v["w8"]["rounds_mean"] < v["w4/tol=0"]["rounds_mean"]
+    assert v["w8/secant/zero/tol=0.03/first=2"]["nfe_mean"] != v["w8"]["nfe_mean"]
+    assert res["device"] and res["clock"] == "CPU" and res["threads"] == 1
+    assert "| w8 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bench", ["bench_chunk", "bench_rounds", "bench_denoiser"])
+def test_benchmarks_refuse_a_device_they_cannot_run_on(bench, capsys):
+    """A bad or absent device stops the benchmark before any work, with a message that names it."""
+    import importlib
+
+    import torch
+
+    main = importlib.import_module(f"eval.{bench}").main
+    with pytest.raises(SystemExit):
+        main(["--device", "warp9"])
+    assert "not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main(["--device", "cuda"])
+        assert "torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_bench_chunk_rejects_unknown_names():

@@ -121,7 +121,7 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = args.device
     policy = load_policy(args.policy, device=device, fast="eager")
     paths = build_paths(policy, args.paths)
     samplers = {spec: sampler_spec(spec, SamplerConfig) for spec in args.samplers}
@@ -192,7 +192,8 @@ def run(args) -> dict:
               f"{r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | {r['max_action_diff_px']:.2f} |")
     print(f"\n  {sum(len(r['cpu']) for r in rec.values())} timed calls in {total:.0f} s; load average at end "
           f"{os.getloadavg()[0]:.2f}. Speed-ups are ratios of {clock}-time medians from this one run.")
-    return {"policy": args.policy, "device": device_name(device), "observations": source, "repeats": args.repeats, "windows": len(wins),
+    return {"policy": args.policy, "device": device_name(device), "observations": source, "repeats": args.repeats,
+            "windows": len(wins),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "fast_bf16": has_fast_bf16("cpu"),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
 
@@ -204,17 +205,15 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def check_device(text: str) -> str:
-    """A torch device string that can run here, or ValueError naming what is wrong with it."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"{text!r} is not a torch device ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{text!r}: torch.cuda.is_available() is False on this machine (torch {torch.__version__})")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{text!r}: the benchmarks run on cpu or cuda")
-    return text
+def device_arg(text: str) -> torch.device:
+    """argparse `type=` of the benchmarks' --device: a cpu or cuda device that can run here; otherwise argparse
+    prints what is wrong with it (`eval.config.device_problem`) and exits."""
+    from eval.config import device_problem
+
+    problem = device_problem(text, kinds=("cpu", "cuda"))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return torch.device(text)
 
 
 def parse_args(argv=None):
@@ -227,14 +226,11 @@ def parse_args(argv=None):
     p.add_argument("--obs", type=int, default=8, help="observation windows")
     p.add_argument("--repeats", type=int, default=2, help="passes over the windows")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on a GPU speed-ups are wall-clock ratios")
+    p.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu or cuda[:N]; on a GPU speed-ups are wall-clock ratios")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
     args = p.parse_args(argv)
-    try:
-        check_device(args.device)
-    except ValueError as e:
-        p.error(f"--device {e}")
     args.paths = [x for x in args.paths.split(",") if x]
     args.samplers = [x for x in args.samplers.split(",") if x]
     bad = [x for x in args.paths if x not in PATHS]

@@ -128,7 +128,7 @@ def run(args) -> dict:
     from parapolicy.model import ConditionalUnet1D
     from parapolicy.sampling.cost import fastest_curve
 
-    device = torch.device(args.device)
+    device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     print("bench_denoiser: eager ConditionalUnet1D vs parapolicy.fast (random weights, horizon 16)")
@@ -137,7 +137,8 @@ def run(args) -> dict:
           f"threads {torch.get_num_threads()}, load average at start {os.getloadavg()[0]:.2f}")
     print(f"  method: {args.warmup} warm-up repetitions, then {args.repeats} interleaved repetitions; "
           f"fastest per-call wall time (perf_counter), made non-decreasing in the batch")
-    results: dict = {"meta": dict(torch=torch.__version__, threads=torch.get_num_threads(), device=device_name(device),
+    results: dict = {"meta": dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                                  device=device_name(device),
                                   warmup=args.warmup, repeats=args.repeats,
                                   load_start=os.getloadavg()[0]), "models": {}}
     for mname in args.models:
@@ -208,6 +209,8 @@ def run(args) -> dict:
 
 
 def parse_args(argv=None):
+    from eval.bench_chunk import device_arg
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="shipped,full", help="comma list of: " + ", ".join(MODELS))
     p.add_argument("--batches", default=None, help="comma list of batch sizes (default 1,4,16,64)")
@@ -219,15 +222,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dynamic", default="none", choices=["none", "true", "false"],
                    help="torch.compile dynamic= for compiled variants")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (a GPU's batch curve: flat or not?)")
+    p.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu or cuda[:N] (a GPU's batch curve: flat or not?)")
     p.add_argument("--json", default=None, help="also write the measured curves to this JSON file")
     args = p.parse_args(argv)
-    from eval.bench_chunk import check_device
-
-    try:
-        check_device(args.device)
-    except ValueError as e:
-        p.error(f"--device {e}")
     args.models = [m for m in args.models.split(",") if m]
     bad = [m for m in args.models if m not in MODELS]
     if bad:

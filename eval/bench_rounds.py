@@ -30,10 +30,10 @@ from eval.variants import parse_variant  # noqa: F401  (the variant syntax; re-e
 
 def run(args) -> dict:
     import parapolicy
-    from eval.bench_chunk import check_device, device_name, observation_windows
+    from eval.bench_chunk import device_name, observation_windows
     from parapolicy.sampling import sample_picard, sample_sequential
 
-    device = torch.device(check_device(args.device))
+    device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     policy = parapolicy.load_policy(args.policy, device=device, fast=args.fast)
@@ -100,7 +100,7 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-    from eval.bench_chunk import check_device
+    from eval.bench_chunk import device_arg
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="pusht_keypoints")
@@ -108,14 +108,10 @@ def main(argv=None):
     ap.add_argument("--obs", type=int, default=8, help="observation windows")
     ap.add_argument("--variants", default="w16/none,w16/window,w16,w32,w16/atol=1e-3")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on a GPU the time column is wall-clock")
+    ap.add_argument("--device", type=device_arg, default="cpu",
+                    help="cpu or cuda[:N]; on a GPU the time column is wall-clock")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    try:
-        check_device(args.device)
-    except ValueError as e:
-        ap.error(f"--device {e}")
-    run(args)
+    run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -165,13 +165,25 @@ class EvalConfig:
                                  "measured per call: set n_envs=1 (or a fixed realtime_delay, which batches envs)")
 
     def _check_device(self) -> None:
-        d = self.device
-        if not isinstance(d, str) or not (d == "cpu" or d.startswith(("cuda", "mps"))):
-            raise key_error("device", f"must be cpu, cuda[:i] or mps, got {d!r}")
-        if d.startswith("cuda"):
-            import torch
-            if not torch.cuda.is_available():
-                raise key_error("device", f"{d} requested but torch sees no CUDA device")
+        problem = device_problem(self.device)
+        if problem:
+            raise key_error("device", problem)
+
+
+def device_problem(d, kinds: tuple[str, ...] = ("cpu", "cuda", "mps")) -> str | None:
+    """Why `d` cannot run here (None when it can): a device string of one of `kinds` ("cuda" with CUDA
+    present). The eval config and the benchmarks (which time cpu and cuda only) share it."""
+    import torch
+
+    try:
+        kind = torch.device(d).type if isinstance(d, str) else None
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in kinds:
+        return f"{d!r} is not a torch device this can run on: must be one of {', '.join(kinds)} (cuda[:i])"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"{d} requested but torch sees no CUDA device (torch.cuda.is_available() is False)"
+    return None
 
 
 def validate(raw: dict) -> tuple[EvalConfig, dict[str, SamplerConfig]]:

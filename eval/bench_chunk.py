@@ -20,9 +20,9 @@ each per window, `--repeats` passes over the windows), so background load on a s
 all of them alike; the table gives the median wall-clock time, the median process CPU time (with one torch
 thread, an estimate of the time on an otherwise idle core), rounds and NFE per chunk, the speed-up over
 eager DDPM (from the CPU-time medians), and the largest action difference from eager DDPM in env pixels.
-On a GPU (`--device cuda`) every call ends with a device synchronisation (`predict_action` waits for the
-stream), the process CPU time says nothing about the device, and the speed-ups are ratios of wall-clock
-medians instead.
+With more than one torch thread the process CPU time sums the threads' work, and on a GPU (`--device cuda`;
+every call ends with a device synchronisation, `predict_action` waits for the stream) it says nothing about
+the device: there the speed-ups are ratios of wall-clock medians instead.
 """
 
 from __future__ import annotations
@@ -115,6 +115,12 @@ def sampler_spec(text: str, config_cls):
     return config_cls(name=name, **(parse_variant(variant) if variant else {}))
 
 
+def speedup_clock(device: torch.device, threads: int) -> str:
+    """Which time the speed-ups compare: process CPU time estimates the latency on an idle core only for one
+    thread on a CPU; with more threads it sums their work, and it says nothing of a GPU's, so wall-clock."""
+    return "cpu" if device.type == "cpu" and threads == 1 else "wall"
+
+
 def run(args) -> dict:
     from parapolicy.fast import has_fast_bf16
     from parapolicy.policy import SamplerConfig, load_policy
@@ -169,7 +175,7 @@ def run(args) -> dict:
                     ref = out["action"]
                 r["err"].append(float((out["action"] - ref).abs().max()))
     total = time.perf_counter() - t_start
-    clock = "cpu" if device.type == "cpu" else "wall"   # process CPU time means nothing for a GPU's work
+    clock = speedup_clock(device, torch.get_num_threads())
     base = statistics.median(rec[ref_name][clock])
     rows = []
     for p, s in pairs:

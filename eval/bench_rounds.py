@@ -11,8 +11,8 @@ A variant is `w<window>` followed by optional `/`-separated options: a guess mod
 sampling/picard.py), `zero` (start from a zero data prediction), `first=<n>` (the first round's window),
 `tol=<x>`, `atol=<x>` or `atol=auto` (the floor tol * sqrt(smallest noisy-step variance)). Rounds and NFE
 do not depend on the machine; the CPU time (process time, one torch thread) does, so compare it within one
-run only. On a GPU (`--device cuda`) the time column is wall-clock, with the device synchronised before
-the clock is read. The error column is the largest difference of the executed actions from sequential DDPM's on the
+run only. With more threads (`--threads 2`), and on a GPU (`--device cuda`, the device synchronised before
+the clock is read), the time column is wall-clock. The error column is the largest difference of the executed actions from sequential DDPM's on the
 same noise, in env units (pixels on Push-T).
 """
 
@@ -30,7 +30,7 @@ from eval.variants import parse_variant  # noqa: F401  (the variant syntax; re-e
 
 def run(args) -> dict:
     import parapolicy
-    from eval.bench_chunk import device_name, observation_windows
+    from eval.bench_chunk import device_name, observation_windows, speedup_clock
     from parapolicy.sampling import sample_picard, sample_sequential
 
     device = args.device
@@ -38,10 +38,13 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     policy = parapolicy.load_policy(args.policy, device=device, fast=args.fast)
 
-    def now() -> float:  # process CPU time on a CPU; on a GPU wall-clock after the device's queue is done
-        if device.type == "cpu":
+    clock = "CPU" if speedup_clock(device, torch.get_num_threads()) == "cpu" else "wall"
+
+    def now() -> float:  # process CPU time on one CPU thread; else wall-clock after the device's queue is done
+        if clock == "CPU":
             return time.process_time()
-        torch.cuda.synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return time.perf_counter()
 
     wins, where = observation_windows(policy, args.obs)
@@ -74,7 +77,6 @@ def run(args) -> dict:
     print(f"# eval.bench_rounds: {policy.path or args.policy} ({policy.inference} UNet), {len(wins)} windows "
           f"from {where}; batch 1, {torch.get_num_threads()} torch thread(s), {device_name(device)}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    clock = "CPU" if device.type == "cpu" else "wall"
     print(f"sequential DDPM: {S} rounds, {clock} ms p50 {statistics.median(seq_ms):.1f}")
     print(f"| variant | rounds mean / max | NFE mean | {clock} ms p50 | speed-up vs DDPM ({clock}) "
           "| action err p50 / max |")

@@ -45,6 +45,26 @@ def test_bench_rounds_reports_rounds_nfe_and_error_per_variant(tiny_policy_dir, 
     assert "| w8 |" in capsys.readouterr().out
 
 
+def test_benchmarks_compare_wall_clock_when_more_than_one_thread_runs(tiny_policy_dir, tmp_path):
+    """Process CPU time sums every torch thread's work: with two threads the speed-ups must be wall-clock ratios."""
+    import torch
+
+    from eval import bench_chunk, bench_rounds
+
+    threads = torch.get_num_threads()
+    try:
+        bench_chunk.main(["--policy", str(tiny_policy_dir), "--paths", "eager", "--samplers", "ddpm,paraddpm",
+                          "--obs", "2", "--repeats", "1", "--threads", "2", "--json", str(tmp_path / "c.json")])
+        bench_rounds.main(["--policy", str(tiny_policy_dir), "--obs", "2", "--variants", "w8", "--threads", "2",
+                           "--json", str(tmp_path / "r.json")])
+    finally:
+        torch.set_num_threads(threads)
+    ddpm, para = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert ddpm["speedup_clock"] == para["speedup_clock"] == "wall"
+    assert para["speedup"] == pytest.approx(ddpm["wall_ms_p50"] / para["wall_ms_p50"])
+    assert json.loads((tmp_path / "r.json").read_text())["clock"] == "wall"
+
+
 @pytest.mark.parametrize("bench", ["bench_chunk", "bench_rounds", "bench_denoiser"])
 def test_benchmarks_refuse_a_device_they_cannot_run_on(bench, capsys):
     """A bad or absent device stops the benchmark before any work, with a message that names it."""

@@ -12,8 +12,8 @@ sampling/picard.py), `zero` (start from a zero data prediction), `first=<n>` (th
 `tol=<x>`, `atol=<x>` or `atol=auto` (the floor tol * sqrt(smallest noisy-step variance)). Rounds and NFE
 do not depend on the machine; the CPU time (process time, one torch thread) does, so compare it within one
 run only. With more threads (`--threads 2`), and on a GPU (`--device cuda`, the device synchronised before
-the clock is read), the time column is wall-clock. The error column is the largest difference of the executed actions from sequential DDPM's on the
-same noise, in env units (pixels on Push-T).
+the clock is read), the time column is wall-clock. The error column is the largest difference of the executed
+actions from sequential DDPM's on the same noise, in env units (pixels on Push-T).
 """
 
 from __future__ import annotations

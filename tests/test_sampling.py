@@ -499,6 +499,31 @@ def test_gain_scan_with_a_rank_one_correction_is_its_recurrence():
     assert torch.allclose(_gain_scan(step, gain, s, torch.zeros_like(U), W), _gain_scan(step, gain, s))
 
 
+def test_gain_scan_costs_the_same_number_of_tensor_operations_whatever_the_window():
+    """A GPU pays a kernel launch per tensor operation: the scan must not loop over the window's slots."""
+    from torch.overrides import TorchFunctionMode
+
+    from parapolicy.sampling.picard import _gain_scan
+
+    class Count(TorchFunctionMode):
+        n = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    def ops(pw, secant):
+        step = torch.randn(pw, 2, H, D)
+        extra = (torch.randn_like(step), torch.randn_like(step)) if secant else ()
+        Count.n = 0
+        with Count():
+            _gain_scan(step, torch.rand(100), torch.tensor([0, 30]), *extra)
+        return Count.n
+
+    for secant in (False, True):
+        assert ops(4, secant) == ops(56, secant)
+
+
 def test_secant_update_keeps_the_guarantee_and_takes_fewer_rounds_than_parareal():
     sched, n, den, x_T, cond, noise, ref = gaussian_case("ddpm")
     kw = dict(noise=noise, cond=cond, num_inference_steps=n, window=32, guess="window")

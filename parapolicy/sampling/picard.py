@@ -370,18 +370,31 @@ class _Solve:
 
 def _gain_scan(step: torch.Tensor, gain: torch.Tensor, s: torch.Tensor, U: torch.Tensor | None = None,
                W: torch.Tensor | None = None) -> torch.Tensor:
-    """carry_j = a_{s+j+1} (step_j + carry_{j-1}), carry_{-1} = 0: the carried change of eq. (2'), so that
-    x_{j+1}^new = G_j + carry_{j-1} = G_j + a_{s+j} D_j with D_{j+1} = step_j + a_{s+j} D_j. step: (pw, A, H, D)
-    (G_j - x_{j+1}^old per window slot); gain: (S,) on the device; s: (A,) window starts. A scan over the
-    window's pw slots (no host synchronisation)."""
-    S = gain.shape[0]
-    out = torch.empty_like(step)
-    prev = torch.zeros_like(step[0])
-    pw = step.shape[0]
-    for j in range(pw):
-        d = step[j] + prev                                        # D_{s+j+1}
-        prev = gain[(s + j + 1).clamp(max=S - 1)][:, None, None] * d
-        if U is not None and j + 1 < pw:                          # eq. (2''): the secant correction of step s+j+1
-            prev = prev + U[j + 1] * (W[j + 1] * d).sum((-2, -1), keepdim=True)
-        out[j] = prev
-    return out
+    """carry_j = a_{s+j+1} (step_j + carry_{j-1}) + u_{j+1} <w_{j+1}, step_j + carry_{j-1}>, carry_{-1} = 0:
+    the carried change of eq. (2') (u = w = 0) or (2''), so that x_{j+1}^new = G_j + carry_{j-1}.
+    step, U, W: (pw, A, H, D) per window slot (step = G_j - x_{j+1}^old; U, W the secant rows, or None);
+    gain: (S,) on the device; s: (A,) window starts.
+
+    Solved in closed form, a fixed number of tensor operations whatever the window (no loop over its slots,
+    no host synchronisation): with P_{ji} = a_{i+1..j} (the product of the gains of slots i+1..j; 1 for
+    i = j) the recurrence is carry_j = sum_{i<=j} P_{ji} (a_i step_i + u_{i+1} c_i), and the secant
+    coefficients c_j = <w_{j+1}, step_j + carry_{j-1}> solve a lower-triangular system of the window's size."""
+    pw, A = step.shape[:2]
+    dev, dt = step.device, step.dtype
+    ar = torch.arange(pw, device=dev)
+    a = gain[(s[None, :] + ar[:, None] + 1).clamp(max=gain.shape[0] - 1)].to(dt)        # (pw, A) a_j
+    later = (ar[:, None] > ar[None, :])[..., None]                                     # (l, i, 1): l > i
+    P = torch.cumprod(torch.where(later, a[:, None, :], torch.ones_like(a[:, None, :])), 0)
+    P = P * (ar[:, None] >= ar[None, :])[..., None]                                    # (j, i, A) P_ji
+    carry = torch.einsum("jia,iahd->jahd", P * a[None], step)
+    if U is None:
+        return carry
+    pad = torch.zeros_like(step[:1])
+    Un, Wn = torch.cat([U[1:], pad]), torch.cat([W[1:], pad])                         # u_{j+1}, w_{j+1}
+    d = torch.cat([step[:1], step[1:] + carry[:-1]])                                   # step_j + carry_{j-1}
+    r = (Wn * d).sum((-2, -1))                                                         # (pw, A)
+    P_prev = torch.cat([torch.zeros_like(P[:1]), P[:-1]])                              # P_{j-1,i}: 0 for i >= j
+    L = P_prev * torch.einsum("jahd,iahd->jia", Wn, Un)                                # (j, i, A) strictly lower
+    eye = torch.eye(pw, device=dev, dtype=dt)
+    c = torch.linalg.solve_triangular(eye - L.permute(2, 0, 1), r.T[..., None], upper=False)   # (A, pw, 1)
+    return carry + torch.einsum("jia,iahd->jahd", P, Un * c.squeeze(-1).T[..., None, None])

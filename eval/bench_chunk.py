@@ -19,7 +19,9 @@ How it times: after one untimed warm-up call of each pair, the pairs are timed r
 each per window, `--repeats` passes over the windows), so background load on a shared machine falls on
 all of them alike; the table gives the median wall-clock time, the median process CPU time (with one torch
 thread, an estimate of the time on an otherwise idle core), rounds and NFE per chunk, the speed-up over
-eager DDPM (from the CPU-time medians), and the largest action difference from eager DDPM in env pixels.
+eager DDPM (from the CPU-time medians), the largest action difference from eager DDPM in env pixels, and
+the time spent inside the denoiser calls (UNet ms): the ratio of those times, the UNet-only speed-up, is what
+the pair would reach if the sampler's own work (schedule arithmetic, cumulative sums, rollouts) cost nothing.
 With more than one torch thread the process CPU time sums the threads' work, and on a GPU (`--device cuda`;
 every call ends with a device synchronisation, `predict_action` waits for the stream) it says nothing about
 the device: there the speed-ups are ratios of wall-clock medians instead.
@@ -145,14 +147,18 @@ def run(args) -> dict:
 
     pairs = [(p, s) for p in args.paths for s in args.samplers]
 
+    clock = speedup_clock(device, torch.get_num_threads())
+    timed = {p: TimedDenoiser(policy.model if net is None else net, clock, device) for p, net in paths.items()}
+
     def call(path, sampler, i):
-        policy.use_denoiser(paths[path], name=path)
+        policy.use_denoiser(timed[path], name=path)
+        timed[path].reset()
         x_T, z = noise[i]
         return policy.predict_action(wins[i], sampler=samplers[sampler], init_noise=x_T, step_noise=z)
 
     for p, s in pairs:  # warm-up: first calls allocate, and build oneDNN primitives
         call(p, s, 0)
-    rec = {pair: {"wall": [], "cpu": [], "rounds": [], "nfe": [], "err": [], "enc": [], "den": []}
+    rec = {pair: {"wall": [], "cpu": [], "rounds": [], "nfe": [], "err": [], "enc": [], "den": [], "unet": []}
            for pair in pairs}
     ref_name = (args.paths[0], args.samplers[0])
     t_start = time.perf_counter()
@@ -168,6 +174,7 @@ def run(args) -> dict:
                 r["cpu"].append(cpu)
                 r["enc"].append(out["timing"]["encoder_s"])
                 r["den"].append(out["timing"]["denoise_s"])
+                r["unet"].append(timed[pair[0]].seconds())
                 st = out["stats"]
                 r["rounds"].append(st.iterations if st is not None else steps)
                 r["nfe"].append(st.nfe if st is not None else steps)
@@ -175,8 +182,8 @@ def run(args) -> dict:
                     ref = out["action"]
                 r["err"].append(float((out["action"] - ref).abs().max()))
     total = time.perf_counter() - t_start
-    clock = speedup_clock(device, torch.get_num_threads())
     base = statistics.median(rec[ref_name][clock])
+    unet = {pair: statistics.median(r["unet"]) for pair, r in rec.items()}
     rows = []
     for p, s in pairs:
         r = rec[(p, s)]
@@ -186,22 +193,60 @@ def run(args) -> dict:
                "speedup": base / statistics.median(r[clock]), "speedup_clock": clock,
                "max_action_diff_px": max(r["err"]),
                "encoder_wall_ms_p50": 1e3 * statistics.median(r["enc"]),
-               "denoise_wall_ms_p50": 1e3 * statistics.median(r["den"]), "calls": len(r["cpu"])}
+               "denoise_wall_ms_p50": 1e3 * statistics.median(r["den"]), "calls": len(r["cpu"]),
+               "unet_ms_p50": 1e3 * unet[(p, s)], "unet_only_speedup": unet[ref_name] / unet[(p, s)]}
         rows.append(row)
     ref_label = f"{ref_name[0]} {ref_name[1]}"
     print(f"\n| UNet path | sampler | CPU ms p50 | CPU ms p95 | wall ms p50: encoder / denoising | rounds | NFE "
-          f"| speed-up ({clock} time) vs {ref_label} | max action diff vs {ref_label} [px] |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"| speed-up ({clock} time) vs {ref_label} | max action diff vs {ref_label} [px] "
+          f"| UNet ms | UNet-only speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['sampler']} | {r['cpu_ms_p50']:.1f} | {r['cpu_ms_p95']:.1f} | "
               f"{r['wall_ms_p50']:.1f}: {r['encoder_wall_ms_p50']:.1f} / {r['denoise_wall_ms_p50']:.1f} | "
-              f"{r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | {r['max_action_diff_px']:.2f} |")
+              f"{r['rounds']:.1f} | {r['nfe']:.1f} | {r['speedup']:.2f}x | {r['max_action_diff_px']:.2f} | "
+              f"{r['unet_ms_p50']:.1f} | {r['unet_only_speedup']:.2f}x |")
     print(f"\n  {sum(len(r['cpu']) for r in rec.values())} timed calls in {total:.0f} s; load average at end "
           f"{os.getloadavg()[0]:.2f}. Speed-ups are ratios of {clock}-time medians from this one run.")
+    print(f"  UNet ms: time inside the denoiser calls per chunk, median ({clock} time; device time on a GPU); "
+          f"UNet-only speed-up: the ratio of those times, i.e. the speed-up if the samplers' own work cost nothing: "
+          f"the most a faster sampler loop could reach with these rounds and batches.")
     return {"policy": args.policy, "device": device_name(device), "observations": source, "repeats": args.repeats,
             "windows": len(wins),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "fast_bf16": has_fast_bf16("cpu"),
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+
+
+class TimedDenoiser:
+    """The denoiser, adding up the time spent inside its calls since `reset()`: on a CPU on `clock` ("cpu":
+    process time, "wall": wall-clock); on a GPU the device time between CUDA events recorded around each call
+    (read after the chunk, so the host is not made to wait for every call)."""
+
+    def __init__(self, net, clock: str, device: torch.device):
+        self.net, self.cuda = net, device.type == "cuda"
+        self._now = time.process_time if clock == "cpu" else time.perf_counter
+        self.reset()
+
+    def reset(self) -> None:
+        self._host, self._events = 0.0, []
+
+    def __call__(self, *args, **kwargs):
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = self.net(*args, **kwargs)
+            end.record()
+            self._events.append((start, end))
+            return out
+        t0 = self._now()
+        out = self.net(*args, **kwargs)
+        self._host += self._now() - t0
+        return out
+
+    def seconds(self) -> float:
+        if self._events:
+            self._events[-1][1].synchronize()
+        return self._host + sum(a.elapsed_time(b) for a, b in self._events) / 1e3
 
 
 def device_name(device: torch.device) -> str:

@@ -65,6 +65,27 @@ def test_benchmarks_compare_wall_clock_when_more_than_one_thread_runs(tiny_polic
     assert json.loads((tmp_path / "r.json").read_text())["clock"] == "wall"
 
 
+def test_bench_chunk_unet_only_pass_times_every_denoiser_call(tiny_policy_dir, tmp_path, monkeypatch):
+    """The UNet-only column adds up the time inside each denoiser call, and only there: with a clock that ticks
+    once per reading, every call counts one tick, so a chunk's UNet time is its count of (batched) calls."""
+    import itertools
+    import time
+
+    from eval import bench_chunk
+
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "process_time", lambda: float(next(ticks)))
+    out = tmp_path / "chunk.json"
+    bench_chunk.main(["--policy", str(tiny_policy_dir), "--paths", "eager,fp32", "--samplers", "ddpm,paraddpm",
+                      "--obs", "1", "--repeats", "1", "--json", str(out)])
+    rows = {(r["path"], r["sampler"]): r for r in json.loads(out.read_text())["rows"]}
+    for path in ("eager", "fp32"):
+        ddpm, para = rows[(path, "ddpm")], rows[(path, "paraddpm")]
+        assert ddpm["unet_ms_p50"] == 1e3 * 20                   # 20 steps, one call each
+        assert para["unet_ms_p50"] == 1e3 * para["rounds"]       # one batched call per round
+        assert para["unet_only_speedup"] == pytest.approx(20 / para["rounds"])
+
+
 @pytest.mark.parametrize("bench", ["bench_chunk", "bench_rounds", "bench_denoiser"])
 def test_benchmarks_refuse_a_device_they_cannot_run_on(bench, capsys):
     """A bad or absent device stops the benchmark before any work, with a message that names it."""

@@ -65,7 +65,7 @@ def test_benchmarks_compare_wall_clock_when_more_than_one_thread_runs(tiny_polic
     assert json.loads((tmp_path / "r.json").read_text())["clock"] == "wall"
 
 
-def test_bench_chunk_unet_only_pass_times_every_denoiser_call(tiny_policy_dir, tmp_path, monkeypatch):
+def test_bench_chunk_unet_time_counts_every_denoiser_call(tiny_policy_dir, tmp_path, monkeypatch):
     """The UNet-only column adds up the time inside each denoiser call, and only there: with a clock that ticks
     once per reading, every call counts one tick, so a chunk's UNet time is its count of (batched) calls."""
     import itertools
